@@ -212,6 +212,27 @@ impl Journal for MemoryJournal {
     }
 }
 
+/// The service's journal: records encoded with bincode, appended to the
+/// write-ahead log. Durability is awaited by the caller (`service.rs`).
+pub struct WalJournal {
+    wal: std::sync::Arc<flashsale_wal::Wal>,
+}
+
+impl WalJournal {
+    pub fn new(wal: std::sync::Arc<flashsale_wal::Wal>) -> WalJournal {
+        WalJournal { wal }
+    }
+}
+
+impl Journal for WalJournal {
+    fn append(&self, record: &Record) -> Result<u64, JournalError> {
+        let bytes = encode(record).map_err(|error| JournalError(error.to_string()))?;
+        self.wal
+            .append(&bytes)
+            .map_err(|error| JournalError(error.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

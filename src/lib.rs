@@ -13,5 +13,13 @@
 //! - `config`: validated settings with units and limits.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod domain;
+pub mod engine;
+pub mod export;
+pub mod http;
 pub mod journal;
+pub mod metrics;
+pub mod recovery;
+pub mod server;
+pub mod service;

@@ -1,1 +1,71 @@
-fn main() {}
+//! `flashsale`: parses flags, sets up logging, runs the chosen command, and
+//! turns any failure into one line on stderr and a non-zero exit. Log lines
+//! go to stdout, so stderr holds only that line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use flashsale::config::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let rendered = error.to_string();
+            let first_line = rendered.lines().next().unwrap_or("invalid command line");
+            eprintln!("flashsale: {first_line} (see flashsale --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        Command::Export(_) => LogFormat::Text,
+    };
+    init_tracing(log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flashsale: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flashsale: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            flashsale::server::Application::build(args)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::Export(args) => flashsale::export::run_offline(args).await,
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

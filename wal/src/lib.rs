@@ -1,1 +1,57 @@
-//! placeholder
+//! A segmented, group-committed, crash-safe write-ahead log of opaque
+//! byte payloads under contiguous sequence numbers.
+//!
+//! The log knows nothing of what its payloads mean. It promises: a record is
+//! acknowledged (`wait_durable` returns `Ok`) only after it was written and
+//! `fdatasync`ed together with the directory entry of its segment; after a
+//! crash every acknowledged record is replayed exactly once, in order, and
+//! nothing that was never appended appears; a torn tail of the newest
+//! segment is cut off (and kept in a side file), any other damage stops
+//! `open` with an error naming the segment file and byte offset; after a
+//! failed write or sync the log refuses everything until it is reopened.
+//!
+//! # Layout
+//!
+//! - [`format`]: the byte layout, pure encode/decode ([`decode_segment`] is
+//!   the fuzz target).
+//! - `segment`: segment file names and durable creation.
+//! - [`storage`]: the small file-system trait crash tests plug into.
+//! - `recovery`: the decision table applied by [`Wal::open`].
+//! - `shared`: the bounded queue, sequence numbers and durability waiting.
+//! - `writer`: the one writer thread doing group commit.
+//! - `reader`: [`WalReader`], in-order reads up to the durable end.
+//! - `wal`: [`Wal`], the handle tying these together.
+//!
+//! # What this is not
+//!
+//! Not a database: no index, no random reads by key, no compaction; records
+//! are deleted only as whole segments. Not for disks that lie about
+//! `fdatasync`. Not a replication log: one process owns a directory (there
+//! is no lock file; opening the same directory twice is a caller bug).
+//! `SyncMode::UnsafeNoSync` gives up durability and exists for benchmarks.
+//!
+//! The byte layout and recovery rules are specified in `docs/wal-format.md`.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+pub mod format;
+mod reader;
+mod recovery;
+mod segment;
+mod shared;
+pub mod storage;
+mod wal;
+mod writer;
+
+pub use config::{
+    SyncMode, WalConfig, WalObserver, BATCH_BYTES_MAX_DEFAULT, QUEUE_BYTES_MAX_DEFAULT,
+    RECORD_SIZE_MAX_BYTES_DEFAULT, SEGMENT_SIZE_MAX_BYTES_DEFAULT,
+};
+pub use error::WalError;
+pub use format::{decode_segment, DamageKind, DecodedRecord, DecodedSegment, SegmentDamage};
+pub use reader::{Record, WalReader};
+pub use segment::{parse_segment_file_name, segment_file_name};
+pub use storage::{FsStorage, ReadFile, Storage, WriteFile};
+pub use wal::Wal;

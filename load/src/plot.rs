@@ -1,0 +1,174 @@
+//! `flashsale-load plot results.json out.svg`: the `benches/compare.sh`
+//! results as one hand-written SVG (throughput bars per configuration, and the
+//! fixed-rate latency percentiles against the issue's goals). Hand-written
+//! because two bar charts do not justify a plotting library's dependencies.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Configurations drawn at most; the script writes four.
+const CONFIGS_MAX: usize = 16;
+const WIDTH_PX: f64 = 760.0;
+const ROW_HEIGHT_PX: f64 = 34.0;
+const LABEL_WIDTH_PX: f64 = 250.0;
+const BAR_WIDTH_MAX_PX: f64 = 400.0;
+
+/// The parts of the compare results the plot reads.
+#[derive(Debug, Deserialize)]
+pub struct CompareResults {
+    pub configs: Vec<ConfigResult>,
+    pub fixed_rate: Option<FixedRateResult>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConfigResult {
+    pub name: String,
+    pub throughput_per_second: f64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FixedRateResult {
+    pub rate_per_second: f64,
+    pub latency_us_p50: u64,
+    pub latency_us_p99: u64,
+    pub latency_us_p999: u64,
+}
+
+pub fn plot_file(results: &Path, out: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(results).with_context(|| format!("read {}", results.display()))?;
+    let parsed: CompareResults =
+        serde_json::from_str(&text).with_context(|| format!("decode {}", results.display()))?;
+    std::fs::write(out, svg(&parsed)).with_context(|| format!("write {}", out.display()))
+}
+
+/// (label, value, goal-in-same-unit) rows of one chart.
+type Row = (String, f64, Option<f64>);
+
+pub fn svg(results: &CompareResults) -> String {
+    let throughput: Vec<Row> = results
+        .configs
+        .iter()
+        .take(CONFIGS_MAX)
+        .map(|config| (config.name.clone(), config.throughput_per_second, None))
+        .collect();
+    let latency: Vec<Row> = results
+        .fixed_rate
+        .as_ref()
+        .map(|fixed| {
+            vec![
+                (
+                    "p50 (goal 1 ms)".to_string(),
+                    fixed.latency_us_p50 as f64 / 1000.0,
+                    Some(1.0),
+                ),
+                (
+                    "p99 (goal 2 ms)".to_string(),
+                    fixed.latency_us_p99 as f64 / 1000.0,
+                    Some(2.0),
+                ),
+                (
+                    "p99.9 (goal 10 ms)".to_string(),
+                    fixed.latency_us_p999 as f64 / 1000.0,
+                    Some(10.0),
+                ),
+            ]
+        })
+        .unwrap_or_default();
+    let mut body = String::new();
+    let mut y = 30.0;
+    y = chart(
+        &mut body,
+        y,
+        "Checkout throughput, closed loop (req/s)",
+        &throughput,
+        "",
+    );
+    if let Some(fixed) = &results.fixed_rate {
+        let title = format!(
+            "Durable checkout latency at a fixed {:.0} req/s (ms)",
+            fixed.rate_per_second
+        );
+        y = chart(&mut body, y + 20.0, &title, &latency, " ms");
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH_PX}\" height=\"{y}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{body}</svg>\n"
+    )
+}
+
+/// Draws one horizontal bar chart starting at `top`; returns its bottom.
+fn chart(out: &mut String, top: f64, title: &str, rows: &[Row], unit: &str) -> f64 {
+    let _ = writeln!(
+        out,
+        "<text x=\"10\" y=\"{top}\" font-weight=\"bold\">{}</text>",
+        escape(title)
+    );
+    let scale_max = rows
+        .iter()
+        .map(|(_, value, goal)| value.max(goal.unwrap_or(0.0)))
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let mut y = top + 12.0;
+    for (label, value, goal) in rows {
+        let width = BAR_WIDTH_MAX_PX * value / scale_max;
+        let over_goal = goal.is_some_and(|goal| *value > goal);
+        let color = if over_goal { "#d9534f" } else { "#4a7bd0" };
+        let _ = writeln!(
+            out,
+            "<text x=\"10\" y=\"{:.1}\">{}</text>\n<rect x=\"{LABEL_WIDTH_PX}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"22\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{value:.2}{unit}</text>",
+            y + 16.0,
+            escape(label),
+            LABEL_WIDTH_PX + width + 6.0,
+            y + 16.0,
+        );
+        if let Some(goal) = goal {
+            let x = LABEL_WIDTH_PX + BAR_WIDTH_MAX_PX * goal / scale_max;
+            let _ = writeln!(
+                out,
+                "<line x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"black\" stroke-dasharray=\"4 3\"/>",
+                y - 2.0,
+                y + 24.0
+            );
+        }
+        y += ROW_HEIGHT_PX;
+    }
+    y + 10.0
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svg_has_a_bar_per_config_and_marks_missed_goals() {
+        let results: CompareResults = serde_json::from_str(
+            r#"{"configs":[{"name":"bare <actix>","throughput_per_second":50000},
+                {"name":"sync on","throughput_per_second":20000}],
+               "fixed_rate":{"rate_per_second":10000,"latency_us_p50":500,"latency_us_p99":2500,"latency_us_p999":4000}}"#,
+        )
+        .expect("valid results");
+        let svg = svg(&results);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("bare &lt;actix&gt;"));
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            5,
+            "2 throughput bars, 3 latency bars"
+        );
+        assert_eq!(
+            svg.matches("#d9534f").count(),
+            1,
+            "only p99 misses its goal"
+        );
+    }
+}

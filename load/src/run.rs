@@ -1,0 +1,238 @@
+//! One load run, start to finish: ask the server for the active sale, start
+//! one worker per connection (and the pacer in fixed-rate mode), show
+//! progress, merge the workers' results, and audit the server against them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, SaleInfo};
+use crate::audit::{self, AuditReport};
+use crate::http::Connection;
+use crate::ledger::Ledger;
+use crate::progress;
+use crate::report::{self, RunResult};
+use crate::scenario::{Mix, ScenarioName};
+use crate::schedule::{self, Schedule, QUEUED_PER_CONNECTION_MAX};
+use crate::stats::{LiveCounters, Stats};
+use crate::target::Target;
+use crate::worker::{Shared, Worker, WorkerOutcome, WorkerPlan};
+
+/// Requests per second one connection can never exceed; bounds every loop
+/// by `duration * this` requests on top of the deadline.
+const REQUESTS_PER_CONNECTION_SECOND_MAX: u64 = 1_000_000;
+/// Delay between setting up the open-loop schedule and its first request.
+const SCHEDULE_START_DELAY: Duration = Duration::from_millis(50);
+
+/// A validated run description (see `main.rs` for the flags and their limits).
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: Target,
+    pub target_text: String,
+    pub scenario: ScenarioName,
+    pub mix: Mix,
+    pub connections: u32,
+    pub duration: Duration,
+    pub users: u64,
+    pub rate_per_second: Option<f64>,
+    pub checkout_only: bool,
+    pub audit: bool,
+    pub progress: bool,
+    pub request_timeout: Duration,
+}
+
+/// Runs the load and the audit and returns the result (audit failure is in
+/// `audit_status`, not an error: the result is still worth writing).
+pub async fn run(config: RunConfig) -> anyhow::Result<RunResult> {
+    let mut setup = Connection::new(config.target.clone(), config.request_timeout);
+    let (health_status, health_body) = api::fetch_health(&mut setup)
+        .await
+        .with_context(|| format!("cannot reach {} (GET /health)", config.target_text))?;
+    let target_is_baseline = health_body.contains("\"baseline\":true");
+    if health_status != 200 {
+        eprintln!("warning: GET /health answered {health_status}: {health_body}");
+    }
+    let sale = match api::fetch_active_sale(&mut setup).await {
+        Ok(sale) => sale,
+        Err(error) => {
+            eprintln!("warning: {error:#}; assuming the SPEC defaults for the current UTC hour");
+            SaleInfo::current_hour_default()
+        }
+    };
+    let live = Arc::new(LiveCounters::default());
+    let shared = Shared {
+        sale: Arc::new(sale.clone()),
+        live: Arc::clone(&live),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let stop_on_interrupt = Arc::clone(&shared.stop);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop_on_interrupt.store(true, Ordering::Relaxed);
+        }
+    });
+    let (done_sender, done) = watch::channel(false);
+    let progress = config.progress.then(|| {
+        tokio::spawn(progress::show_progress(
+            Arc::clone(&live),
+            config.duration,
+            done,
+        ))
+    });
+    let cpu_seconds_start = report::process_cpu_seconds();
+    let start = Instant::now();
+    let (outcomes, missed) = run_workers(&config, &shared, start).await;
+    let elapsed_seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = report::process_cpu_seconds()
+        .zip(cpu_seconds_start)
+        .map(|(end, begin)| end - begin);
+    let _ = done_sender.send(true);
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
+    let mut stats = Stats::default();
+    let mut ledger = Ledger::default();
+    let (mut connects, mut unsent) = (0, 0);
+    for outcome in outcomes {
+        stats.merge(&outcome.stats);
+        ledger.merge(outcome.ledger);
+        connects += outcome.connects_count;
+        unsent += outcome.unsent_count;
+    }
+    let (audit_status, audit) =
+        audit_step(&config, &mut setup, &sale, &ledger, target_is_baseline).await?;
+    let figures = report::figures(&stats, elapsed_seconds);
+    Ok(RunResult {
+        throughput_per_second: figures.answered as f64 / elapsed_seconds,
+        success_per_second: figures.success as f64 / elapsed_seconds,
+        latency_us_p50: figures.all.p50,
+        latency_us_p90: figures.all.p90,
+        latency_us_p99: figures.all.p99,
+        latency_us_p999: figures.all.p999,
+        latency_us_max: figures.all.max,
+        answered: figures.answered,
+        transport_errors: figures.transport_errors,
+        audit_status,
+        scenario: format!("{:?}", config.scenario).to_lowercase(),
+        mode: if config.rate_per_second.is_some() {
+            "open_loop"
+        } else {
+            "closed_loop"
+        }
+        .to_string(),
+        rate_per_second: config.rate_per_second,
+        checkout_only: config.checkout_only,
+        target: config.target_text.clone(),
+        target_is_baseline,
+        connections: config.connections,
+        users: users_per_worker(&config) * u64::from(config.connections),
+        duration_seconds_planned: config.duration.as_secs_f64(),
+        elapsed_seconds,
+        generator_cpu_seconds: cpu_seconds,
+        generator_cpu_percent_of_one_core: cpu_seconds
+            .map(|seconds| 100.0 * seconds / elapsed_seconds),
+        schedule_missed: missed,
+        schedule_unsent: unsent,
+        tcp_connects: connects,
+        sale_id: sale.id.clone(),
+        acknowledged_purchases: ledger.acknowledged_purchases_count,
+        acknowledged_purchased_items: ledger.purchased_items_count() as u64,
+        endpoints: figures.endpoints,
+        audit,
+    })
+}
+
+fn users_per_worker(config: &RunConfig) -> u64 {
+    (config.users / u64::from(config.connections)).max(1)
+}
+
+/// Starts the workers (and the pacer, in fixed-rate mode) and waits for all
+/// of them. Returns their outcomes and the count of requests the pacer missed.
+async fn run_workers(
+    config: &RunConfig,
+    shared: &Shared,
+    start: Instant,
+) -> (Vec<WorkerOutcome>, u64) {
+    let workers_count = u64::from(config.connections);
+    let run_id = run_id();
+    let missed = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    let mut handles = Vec::with_capacity(config.connections as usize);
+    for worker in 0..workers_count {
+        let plan = WorkerPlan {
+            worker,
+            workers_count,
+            run_id,
+            users_count: users_per_worker(config),
+            mix: config.mix,
+            checkout_only: config.checkout_only,
+            deadline: start + config.duration,
+            requests_max: config.duration.as_secs().max(1) * REQUESTS_PER_CONNECTION_SECOND_MAX,
+        };
+        let connection = Connection::new(config.target.clone(), config.request_timeout);
+        let worker = Worker::new(plan, shared.clone(), connection);
+        if config.rate_per_second.is_some() {
+            let (sender, tokens) = mpsc::channel(QUEUED_PER_CONNECTION_MAX);
+            senders.push(sender);
+            handles.push(tokio::spawn(worker.run_open_loop(tokens)));
+        } else {
+            handles.push(tokio::spawn(worker.run_closed_loop()));
+        }
+    }
+    let pacer = config.rate_per_second.map(|rate| {
+        let schedule = Schedule::new(start + SCHEDULE_START_DELAY, rate, config.duration);
+        let (stop, missed) = (Arc::clone(&shared.stop), Arc::clone(&missed));
+        std::thread::spawn(move || schedule::run_pacer(schedule, senders, stop, missed))
+    });
+    let mut outcomes = Vec::with_capacity(handles.len());
+    for handle in handles {
+        match handle.await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(error) => eprintln!("warning: a worker failed: {error}"),
+        }
+    }
+    if let Some(pacer) = pacer {
+        // The workers ended, so the pacer's sends fail fast and it ends too.
+        shared.stop.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+    }
+    (outcomes, missed.load(Ordering::Relaxed))
+}
+
+/// A run id for unique user ids: the clock's nanoseconds mixed with the pid.
+fn run_id() -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or(0);
+    (nanos as u32) ^ (nanos >> 32) as u32 ^ std::process::id().rotate_left(16)
+}
+
+/// Audits unless told not to; against the stateless baseline the audit would
+/// be vacuous, so it is skipped and says so.
+async fn audit_step(
+    config: &RunConfig,
+    setup: &mut Connection,
+    sale: &SaleInfo,
+    ledger: &Ledger,
+    target_is_baseline: bool,
+) -> anyhow::Result<(String, Option<AuditReport>)> {
+    if !config.audit {
+        return Ok(("skipped (--no-audit)".to_string(), None));
+    }
+    if target_is_baseline {
+        return Ok((
+            "vacuous: the target is the stateless baseline, which keeps no sales".to_string(),
+            None,
+        ));
+    }
+    let listing = api::fetch_all_items(setup, sale)
+        .await
+        .context("audit: reading the item listing")?;
+    let report = audit::audit(ledger, &listing, sale.user_limit);
+    let status = if report.passed() { "passed" } else { "failed" };
+    Ok((status.to_string(), Some(report)))
+}

@@ -1,0 +1,180 @@
+//! The command line and the settings it yields, validated once at start.
+//!
+//! Every flag also reads an environment variable (`FLASHSALE_` + the flag in
+//! upper snake case), as the contract's "Command line" section says. Limits
+//! that the contract does not name are constants here, with their units in
+//! their names, so an operator can find every bound in one file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Largest request body accepted, in bytes (bodies are ignored).
+pub const REQUEST_BODY_BYTES_MAX: usize = 4 * 1024;
+/// Largest query string accepted, in bytes; parameters are short.
+pub const QUERY_BYTES_MAX: usize = 1024;
+/// Write requests (checkout, purchase) waiting at once; beyond: 429.
+pub const WRITE_REQUESTS_IN_FLIGHT_MAX: usize = 16 * 1024;
+/// Open connections per worker; beyond, the server stops accepting.
+pub const CONNECTIONS_PER_WORKER_MAX: usize = 25_000;
+/// Pending connections the kernel may queue for us.
+pub const LISTEN_BACKLOG_MAX: u32 = 2048;
+/// How long a client may take to send its request headers.
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle keep-alive connection stays open.
+pub const KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE_TIMEOUT: Duration = Duration::from_secs(20);
+/// `Retry-After` for 429 and 503 answers, in seconds.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+/// Hours a past sale stays in memory for `/sales/{id}` and late purchases.
+pub const PAST_SALES_RETAINED_HOURS: u32 = 24;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flashsale",
+    version,
+    about = "An hourly flash sale with a durable log"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (no flags: embedded defaults, no PostgreSQL).
+    Serve(ServeArgs),
+    /// Export the log in DATA_DIR to PostgreSQL, offline (backfills).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FLASHSALE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// PostgreSQL URL for the analytics export; none: export off.
+    #[arg(long, env = "FLASHSALE_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Seconds between export runs.
+    #[arg(long, env = "FLASHSALE_EXPORT_INTERVAL", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub export_interval: u64,
+
+    /// Log lines as human-readable text or as JSON.
+    #[arg(long, env = "FLASHSALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// HTTP worker threads (0: one per core).
+    #[arg(long, env = "FLASHSALE_WORKERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub workers: u16,
+
+    /// UNSAFE, for benchmarks only: never fsync the log. A crash or power
+    /// loss can then lose acknowledged purchases.
+    #[arg(long, env = "FLASHSALE_UNSAFE_NO_FSYNC", default_value_t = false)]
+    pub unsafe_no_fsync: bool,
+
+    /// Shift the server's clock by this many seconds (rehearsals and tests
+    /// of an hour change).
+    #[arg(
+        long,
+        env = "FLASHSALE_CLOCK_OFFSET_SECONDS",
+        default_value_t = 0,
+        hide = true,
+        allow_negative_numbers = true
+    )]
+    pub clock_offset_seconds: i64,
+}
+
+/// Where the log lives and what a sale looks like: shared by `serve` and
+/// `export`, since both must read the same log the same way.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Data directory; the log lives in DATA_DIR/wal/.
+    #[arg(long, env = "FLASHSALE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Unique items in every sale.
+    #[arg(long, env = "FLASHSALE_ITEMS_PER_SALE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub items_per_sale: u32,
+
+    /// Most items one user may buy in one sale.
+    #[arg(long, env = "FLASHSALE_USER_LIMIT", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub user_limit: u32,
+}
+
+impl StoreArgs {
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// PostgreSQL URL to export to.
+    #[arg(long, env = "FLASHSALE_DATABASE_URL")]
+    pub database_url: String,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Export what the log holds now, then exit (default: keep following).
+    #[arg(long, default_value_t = false)]
+    pub once: bool,
+
+    /// Seconds between export runs when following the log.
+    #[arg(long, env = "FLASHSALE_EXPORT_INTERVAL", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub export_interval: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_without_flags_uses_the_contract_defaults() {
+        let cli = Cli::try_parse_from(["flashsale", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(args.store.data_dir, PathBuf::from("./data"));
+        assert_eq!(args.store.wal_dir(), PathBuf::from("./data/wal"));
+        assert_eq!(args.store.items_per_sale, 10_000);
+        assert_eq!(args.store.user_limit, 10);
+        assert_eq!(args.database_url, None);
+        assert_eq!(args.export_interval, 5);
+        assert!(!args.unsafe_no_fsync);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for bad in [
+            vec!["flashsale", "serve", "--user-limit", "0"],
+            vec!["flashsale", "serve", "--items-per-sale", "2000000"],
+            vec!["flashsale", "serve", "--listen", "nowhere"],
+            vec!["flashsale", "serve", "--export-interval", "0"],
+            vec!["flashsale", "export", "--data-dir", "x"],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

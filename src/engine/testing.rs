@@ -1,0 +1,157 @@
+//! Test helpers: an engine on a manual clock with a journal that tests can
+//! make fail or hold, and replay of what it recorded into a fresh engine.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use parking_lot::Mutex;
+
+use crate::domain::{CheckoutCode, ItemId, ManualClock, SaleId, UserId};
+use crate::journal::{Journal, JournalError, PurchaseOutcome, Record};
+
+use super::{CartView, Decided, Engine, EngineConfig, PurchaseView};
+
+/// 2026-11-21T20:00:00Z plus `minutes`.
+pub fn at_minutes(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 20, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+}
+
+pub fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+/// Holds the next `Completed` purchase append until released.
+struct Gate {
+    entered: Sender<()>,
+    release: Receiver<bool>,
+}
+
+/// A journal in memory (numbered from 1) that can fail or hold appends.
+#[derive(Default)]
+pub struct TestJournal {
+    records: Mutex<Vec<Record>>,
+    failing: AtomicBool,
+    gate: Mutex<Option<Gate>>,
+}
+
+impl TestJournal {
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().clone()
+    }
+
+    pub fn last(&self) -> Record {
+        self.records.lock().last().cloned().unwrap()
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// The next completed purchase signals `entered` (returned), then
+    /// waits for a message on the returned sender: `true` fails it.
+    pub fn hold_next_purchase(&self) -> (Receiver<()>, Sender<bool>) {
+        let (entered, entered_rx) = channel();
+        let (release_tx, release) = channel();
+        *self.gate.lock() = Some(Gate { entered, release });
+        (entered_rx, release_tx)
+    }
+
+    /// `(seq, record)` pairs, as a log reader yields them.
+    pub fn numbered(&self) -> Vec<Result<(u64, Record), String>> {
+        self.records()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Ok((i as u64 + 1, r)))
+            .collect()
+    }
+}
+
+impl Journal for TestJournal {
+    fn append(&self, record: &Record) -> Result<u64, JournalError> {
+        let completed =
+            matches!(record, Record::Purchase(p) if p.outcome == PurchaseOutcome::Completed);
+        let gate = if completed {
+            self.gate.lock().take()
+        } else {
+            None
+        };
+        if let Some(gate) = gate {
+            gate.entered.send(()).unwrap();
+            if gate.release.recv().unwrap_or(false) {
+                return Err(JournalError("held append failed".into()));
+            }
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(JournalError("test journal is failing".into()));
+        }
+        let mut records = self.records.lock();
+        records.push(record.clone());
+        Ok(records.len() as u64)
+    }
+}
+
+/// An engine, its clock and its journal.
+pub struct Fixture {
+    pub engine: Engine,
+    pub clock: Arc<ManualClock>,
+    pub journal: Arc<TestJournal>,
+}
+
+impl Fixture {
+    pub fn new(config: EngineConfig) -> Fixture {
+        let clock = Arc::new(ManualClock::new(at_minutes(0)));
+        let journal = Arc::new(TestJournal::default());
+        let engine = Engine::new(config, clock.clone(), journal.clone()).unwrap();
+        Fixture {
+            engine,
+            clock,
+            journal,
+        }
+    }
+
+    /// A small sale: 8 items, limit 3.
+    pub fn small() -> Fixture {
+        Fixture::new(EngineConfig {
+            items_per_sale: 8,
+            user_limit: 3,
+            ..EngineConfig::default()
+        })
+    }
+
+    pub fn sale(&self) -> SaleId {
+        self.engine.active_sale().id
+    }
+
+    pub fn item(&self, index: u32) -> ItemId {
+        ItemId {
+            sale: self.sale(),
+            index,
+        }
+    }
+
+    pub fn checkout(&self, name: &str, index: u32) -> Decided<CartView> {
+        self.engine.checkout(&user(name), self.item(index)).unwrap()
+    }
+
+    pub fn cart(&self, name: &str, index: u32) -> CartView {
+        self.checkout(name, index).answer.unwrap()
+    }
+
+    pub fn purchase(&self, code: CheckoutCode) -> Decided<PurchaseView> {
+        self.engine.purchase(code).unwrap()
+    }
+
+    /// A fresh engine on the same clock, rebuilt from the journal.
+    pub fn replayed(&self) -> Engine {
+        let engine = Engine::new(
+            self.engine.config().clone(),
+            self.clock.clone(),
+            Arc::new(TestJournal::default()),
+        )
+        .unwrap();
+        crate::recovery::recover(&engine, self.journal.numbered()).unwrap();
+        engine
+    }
+}

@@ -1,0 +1,142 @@
+//! The one place where failures become the contract's JSON errors.
+//!
+//! Every error a client can see is an `ApiError`; its `error` code and HTTP
+//! status come from `ApiError::code` and `ResponseError::status_code` below,
+//! nowhere else. Framework errors (bad query, unknown route, wrong method,
+//! oversized body) are turned into `ApiError`s by the handlers in `mod.rs`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::config::RETRY_AFTER_SECONDS;
+use crate::domain::ParseError;
+use crate::journal::Rejection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    SaleNotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("too many requests in flight; retry shortly")]
+    RateLimited,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{message}")]
+    Rejected {
+        rejection: Rejection,
+        message: String,
+    },
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The contract's stable, machine-readable `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::SaleNotFound(_) => "sale_not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RateLimited => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Rejected { rejection, .. } => rejection.code(),
+        }
+    }
+
+    pub fn rejected(rejection: Rejection, message: impl Into<String>) -> ApiError {
+        ApiError::Rejected {
+            rejection,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(error: ParseError) -> ApiError {
+        ApiError::InvalidRequest(error.to_string())
+    }
+}
+
+fn rejection_status(rejection: Rejection) -> StatusCode {
+    match rejection {
+        Rejection::ItemNotFound | Rejection::CheckoutNotFound => StatusCode::NOT_FOUND,
+        Rejection::SaleNotActive
+        | Rejection::ItemSoldOut
+        | Rejection::SaleSoldOut
+        | Rejection::UserLimitReached => StatusCode::CONFLICT,
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) | ApiError::SaleNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Rejected { rejection, .. } => rejection_status(*rejection),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::RateLimited | ApiError::Unavailable(_)) {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+        }
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_maps_to_the_contract_status() {
+        let cases = [
+            (Rejection::ItemNotFound, 404),
+            (Rejection::CheckoutNotFound, 404),
+            (Rejection::SaleNotActive, 409),
+            (Rejection::ItemSoldOut, 409),
+            (Rejection::SaleSoldOut, 409),
+            (Rejection::UserLimitReached, 409),
+        ];
+        for (rejection, status) in cases {
+            let error = ApiError::rejected(rejection, "x");
+            assert_eq!(error.status_code().as_u16(), status);
+            assert_eq!(error.code(), rejection.code());
+        }
+    }
+
+    #[test]
+    fn throttling_answers_carry_retry_after() {
+        for error in [
+            ApiError::RateLimited,
+            ApiError::Unavailable("log failed".into()),
+        ] {
+            let response = error.error_response();
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+        }
+        let response = ApiError::InvalidRequest("x".into()).error_response();
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
+    }
+}

@@ -1,0 +1,374 @@
+//! Thin handlers: parse parameters into domain types, call the service or
+//! the engine, render the contract's JSON.
+
+use actix_web::http::header::ContentType;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState};
+use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
+use crate::engine::{CartView, ItemsPage, PurchaseView, SaleView};
+use crate::journal::{ItemOutcome, Rejection};
+use crate::service::ServiceError;
+
+/// Items one listing page may hold (contract: 1 to 1,000).
+const ITEMS_PAGE_LIMIT_MAX: u32 = 1000;
+const ITEMS_PAGE_LIMIT_DEFAULT: u32 = 100;
+
+type Answer = Result<HttpResponse, ApiError>;
+
+pub(super) fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _| {
+        ApiError::InvalidRequest(format!("bad query string: {error}")).into()
+    })
+}
+
+pub(super) fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|error, _| ApiError::InvalidRequest(format!("bad path: {error}")).into())
+}
+
+pub(super) async fn not_found(request: HttpRequest) -> Answer {
+    Err(ApiError::NotFound(format!(
+        "{} {}",
+        request.method(),
+        request.path()
+    )))
+}
+
+pub(super) async fn method_not_allowed(request: HttpRequest) -> Answer {
+    Err(ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.path()
+    )))
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        match error {
+            ServiceError::RateLimited => ApiError::RateLimited,
+            ServiceError::Unavailable(reason) => ApiError::Unavailable(reason),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct CheckoutQuery {
+    user_id: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CartBody {
+    code: String,
+    sale_id: String,
+    user_id: String,
+    items: Vec<String>,
+    items_count: usize,
+    sale_ends_at: String,
+}
+
+impl From<&CartView> for CartBody {
+    fn from(cart: &CartView) -> CartBody {
+        CartBody {
+            code: cart.code.to_string(),
+            sale_id: cart.sale.to_string(),
+            user_id: cart.user.to_string(),
+            items: cart.items.iter().map(ItemId::to_string).collect(),
+            items_count: cart.items.len(),
+            sale_ends_at: rfc3339(cart.sale_ends_at),
+        }
+    }
+}
+
+pub(super) async fn checkout(
+    state: web::Data<AppState>,
+    query: web::Query<CheckoutQuery>,
+) -> Answer {
+    let user = UserId::parse(query.user_id.as_deref().unwrap_or(""))?;
+    let item = ItemId::parse(query.id.as_deref().unwrap_or(""))?;
+    let cart = state
+        .service
+        .checkout(&user, item)
+        .await?
+        .map_err(|rejection| {
+            let limit = state.service.engine().user_limit();
+            let message = match rejection {
+                Rejection::ItemNotFound => format!("item {item} does not exist"),
+                Rejection::SaleNotActive => format!("the sale of item {item} is not active"),
+                Rejection::ItemSoldOut => format!("item {item} is already sold"),
+                Rejection::SaleSoldOut => format!("every item of sale {} is sold", item.sale),
+                Rejection::UserLimitReached => {
+                    format!("user {user} already has {limit} items purchased or in the cart")
+                }
+                Rejection::CheckoutNotFound => format!("no cart for item {item}"),
+            };
+            ApiError::rejected(rejection, message)
+        })?;
+    Ok(HttpResponse::Ok().json(CartBody::from(&cart)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct PurchaseQuery {
+    code: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PurchasedItem {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct FailedItem {
+    id: String,
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct PurchaseBody {
+    code: String,
+    sale_id: String,
+    user_id: String,
+    success: bool,
+    purchased_items: Vec<PurchasedItem>,
+    failed_items: Vec<FailedItem>,
+    total_purchased: usize,
+    failed_count: usize,
+}
+
+impl From<&PurchaseView> for PurchaseBody {
+    fn from(view: &PurchaseView) -> PurchaseBody {
+        let item = |index| ItemId {
+            sale: view.sale,
+            index,
+        };
+        let purchased_items: Vec<PurchasedItem> = view
+            .items
+            .iter()
+            .filter(|i| i.outcome == ItemOutcome::Bought)
+            .map(|i| PurchasedItem {
+                id: item(i.item_index).to_string(),
+                name: item(i.item_index).name(),
+            })
+            .collect();
+        let failed_items: Vec<FailedItem> = view
+            .items
+            .iter()
+            .filter(|i| i.outcome != ItemOutcome::Bought)
+            .map(|i| FailedItem {
+                id: item(i.item_index).to_string(),
+                reason: i.outcome.as_str(),
+            })
+            .collect();
+        PurchaseBody {
+            code: view.code.to_string(),
+            sale_id: view.sale.to_string(),
+            user_id: view.user.to_string(),
+            success: !purchased_items.is_empty(),
+            total_purchased: purchased_items.len(),
+            failed_count: failed_items.len(),
+            purchased_items,
+            failed_items,
+        }
+    }
+}
+
+pub(super) async fn purchase(
+    state: web::Data<AppState>,
+    query: web::Query<PurchaseQuery>,
+) -> Answer {
+    let code = CheckoutCode::parse(query.code.as_deref().unwrap_or(""))?;
+    let view = state.service.purchase(code).await?.map_err(|rejection| {
+        let message = match rejection {
+            Rejection::CheckoutNotFound => format!("no cart has code {code}"),
+            Rejection::SaleNotActive => format!("the sale of cart {code} is over"),
+            other => format!("cart {code} cannot be bought: {}", other.code()),
+        };
+        ApiError::rejected(rejection, message)
+    })?;
+    Ok(HttpResponse::Ok().json(PurchaseBody::from(&view)))
+}
+
+#[derive(Serialize)]
+struct SaleBody {
+    id: String,
+    starts_at: String,
+    ends_at: String,
+    total_items: u32,
+    items_sold: u32,
+    items_available: u32,
+    user_limit: u32,
+}
+
+impl From<&SaleView> for SaleBody {
+    fn from(sale: &SaleView) -> SaleBody {
+        SaleBody {
+            id: sale.id.to_string(),
+            starts_at: rfc3339(sale.starts_at),
+            ends_at: rfc3339(sale.ends_at),
+            total_items: sale.total_items,
+            items_sold: sale.items_sold,
+            items_available: sale.items_available,
+            user_limit: sale.user_limit,
+        }
+    }
+}
+
+pub(super) async fn active_sale(state: web::Data<AppState>) -> Answer {
+    Ok(HttpResponse::Ok().json(SaleBody::from(&state.service.engine().active_sale())))
+}
+
+#[derive(Serialize)]
+struct ItemBody {
+    id: String,
+    name: String,
+    image_url: String,
+    sold: bool,
+}
+
+#[derive(Serialize)]
+struct ItemsBody {
+    sale_id: String,
+    total: u32,
+    offset: u32,
+    limit: u32,
+    items: Vec<ItemBody>,
+}
+
+impl From<&ItemsPage> for ItemsBody {
+    fn from(page: &ItemsPage) -> ItemsBody {
+        let items = page
+            .items
+            .iter()
+            .map(|item| ItemBody {
+                id: item.id.to_string(),
+                name: item.id.name(),
+                image_url: item.id.image_url(),
+                sold: item.sold,
+            })
+            .collect();
+        ItemsBody {
+            sale_id: page.sale.to_string(),
+            total: page.total,
+            offset: page.offset,
+            limit: page.limit,
+            items,
+        }
+    }
+}
+
+fn sale_view(state: &AppState, text: &str) -> Result<SaleView, ApiError> {
+    let id = SaleId::parse(text)?;
+    state
+        .service
+        .engine()
+        .sale(id)
+        .ok_or_else(|| ApiError::SaleNotFound(format!("sale {id} is not known")))
+}
+
+pub(super) async fn sale(state: web::Data<AppState>, id: web::Path<String>) -> Answer {
+    Ok(HttpResponse::Ok().json(SaleBody::from(&sale_view(&state, &id)?)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ItemsQuery {
+    offset: Option<String>,
+    limit: Option<String>,
+    available: Option<String>,
+}
+
+fn number_parameter(
+    name: &str,
+    text: Option<&str>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ApiError> {
+    let Some(text) = text else { return Ok(default) };
+    match text.parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ApiError::InvalidRequest(format!(
+            "parameter `{name}` must be a whole number from {} to {}",
+            range.start(),
+            range.end()
+        ))),
+    }
+}
+
+pub(super) async fn sale_items(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<ItemsQuery>,
+) -> Answer {
+    let offset = number_parameter("offset", query.offset.as_deref(), 0, 0..=u32::MAX)?;
+    let limit = number_parameter(
+        "limit",
+        query.limit.as_deref(),
+        ITEMS_PAGE_LIMIT_DEFAULT,
+        1..=ITEMS_PAGE_LIMIT_MAX,
+    )?;
+    let available_only = match query.available.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "parameter `available` must be true or false".into(),
+            ))
+        }
+    };
+    let sale = sale_view(&state, &id)?;
+    let page = state
+        .service
+        .engine()
+        .items(sale.id, offset, limit, available_only)
+        .ok_or_else(|| ApiError::SaleNotFound(format!("sale {} is not known", sale.id)))?;
+    Ok(HttpResponse::Ok().json(ItemsBody::from(&page)))
+}
+
+pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let service = &state.service;
+    let wal = service.wal();
+    let reason = service.unavailable_reason();
+    let sale = SaleBody::from(&service.engine().active_sale());
+    let exporter = match &state.export_status {
+        Some(status) => status(),
+        None => serde_json::json!({ "state": "disabled" }),
+    };
+    let body = serde_json::json!({
+        "status": if reason.is_some() { "unavailable" } else { "ok" },
+        "reason": reason,
+        "log": {
+            "state": if wal.failure().is_some() { "failed" } else { "ok" },
+            "failure": wal.failure(),
+            "durable_seq": wal.durable_seq(),
+            "last_seq": wal.last_seq(),
+        },
+        "exporter": exporter,
+        "active_sale": sale,
+    });
+    let status = if reason.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    HttpResponse::build(status).json(body)
+}
+
+pub(super) async fn metrics(state: web::Data<AppState>) -> Answer {
+    let sold = state.service.engine().active_sale().items_sold;
+    state.metrics.active_sale_items_sold.set(i64::from(sold));
+    let text = state
+        .metrics
+        .render()
+        .map_err(|error| ApiError::Unavailable(format!("cannot render metrics: {error}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body(text))
+}

@@ -1,0 +1,238 @@
+//! The HTTP face of the service: the route table, the middleware every
+//! request passes (request id, size limit, metrics), and the server's
+//! connection limits and timeouts.
+//!
+//! Handlers (`handlers.rs`) are thin: parse parameters into domain types,
+//! call the service or the engine, render JSON. Every error a client can see
+//! goes through `error::ApiError`.
+
+mod error;
+mod handlers;
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer, ResponseError};
+
+pub use error::ApiError;
+
+use crate::config::{
+    CLIENT_REQUEST_TIMEOUT, CONNECTIONS_PER_WORKER_MAX, KEEP_ALIVE_IDLE_TIMEOUT,
+    LISTEN_BACKLOG_MAX, QUERY_BYTES_MAX, REQUEST_BODY_BYTES_MAX, SHUTDOWN_GRACE_TIMEOUT,
+};
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// Reports the exporter's state for `/health` (the HTTP layer knows nothing
+/// of PostgreSQL).
+pub type ExportStatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub metrics: Arc<Metrics>,
+    pub export_status: Option<ExportStatusFn>,
+    request_ids: RequestIds,
+}
+
+impl AppState {
+    pub fn new(
+        service: Arc<Service>,
+        metrics: Arc<Metrics>,
+        export_status: Option<ExportStatusFn>,
+    ) -> AppState {
+        AppState {
+            service,
+            metrics,
+            export_status,
+            request_ids: RequestIds::new(),
+        }
+    }
+}
+
+/// The whole route table.
+fn routes(config: &mut web::ServiceConfig) {
+    use handlers::*;
+    config
+        .service(
+            web::resource("/checkout")
+                .post(checkout)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/purchase")
+                .post(purchase)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/sales/active")
+                .get(active_sale)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/sales/{id}")
+                .get(sale)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/sales/{id}/items")
+                .get(sale_items)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/health")
+                .get(health)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/metrics")
+                .get(metrics)
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+/// Binds `listener` and returns the server, not yet awaited. Signals are
+/// the caller's job (see `server.rs`): it decides when to stop.
+pub fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    workers: usize,
+) -> std::io::Result<Server> {
+    let state = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(handlers::query_config())
+            .app_data(handlers::path_config())
+            .configure(routes)
+            .default_service(web::to(handlers::not_found))
+            .wrap(from_fn(observe))
+    })
+    .workers(workers)
+    .backlog(LISTEN_BACKLOG_MAX)
+    .max_connections(CONNECTIONS_PER_WORKER_MAX)
+    .keep_alive(KEEP_ALIVE_IDLE_TIMEOUT)
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+    .shutdown_timeout(SHUTDOWN_GRACE_TIMEOUT.as_secs())
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest client-supplied request id we echo; longer ones are replaced.
+const REQUEST_ID_LENGTH_MAX: usize = 128;
+
+/// Request ids for requests that bring none: a random per-process prefix and
+/// a counter, unique without a random number per request.
+struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let mut bytes = [0u8; 8];
+        // Uniqueness across restarts is nice to have, not a promise: a
+        // failed random source falls back to the clock.
+        let prefix = match getrandom::fill(&mut bytes) {
+            Ok(()) => u64::from_le_bytes(bytes),
+            Err(_) => chrono::Utc::now().timestamp_micros() as u64,
+        };
+        RequestIds {
+            prefix,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn take(&self, request: &ServiceRequest) -> HeaderValue {
+        let given = request.headers().get(&REQUEST_ID).filter(|value| {
+            let bytes = value.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= REQUEST_ID_LENGTH_MAX
+                && bytes.iter().all(|b| b.is_ascii_graphic())
+        });
+        if let Some(value) = given {
+            return value.clone();
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let text = format!("{:016x}-{n}", self.prefix);
+        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown"))
+    }
+}
+
+/// Every request: size limits, a request id echoed in the response, a
+/// metrics sample and a debug log line.
+async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
+        return Err(actix_web::error::ErrorInternalServerError(
+            "application state missing",
+        ));
+    };
+    let request_id = state.request_ids.take(&request);
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().clone();
+    let path = request.path().to_string();
+
+    let mut response = match refuse_oversized(&request) {
+        Some(error) => request
+            .into_response(error.error_response())
+            .map_into_boxed_body(),
+        None => next.call(request).await?.map_into_boxed_body(),
+    };
+
+    let status = response.status();
+    response
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), request_id.clone());
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .http_request_duration_seconds
+        .with_label_values(&[&route])
+        .observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .http_requests_total
+        .with_label_values(&[&route, status.as_str()])
+        .inc();
+    let request_id = request_id.to_str().unwrap_or("");
+    if status.is_server_error() {
+        tracing::warn!(request_id, %method, path, status = status.as_u16(), "request failed");
+    } else {
+        tracing::debug!(request_id, %method, path, status = status.as_u16(), latency_us = elapsed.as_micros() as u64, "request");
+    }
+    Ok(response)
+}
+
+fn refuse_oversized(request: &ServiceRequest) -> Option<ApiError> {
+    if request.query_string().len() > QUERY_BYTES_MAX {
+        return Some(ApiError::InvalidRequest(format!(
+            "query string is longer than {QUERY_BYTES_MAX} bytes"
+        )));
+    }
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    match declared_length {
+        Some(length) if length > REQUEST_BODY_BYTES_MAX as u64 => {
+            Some(ApiError::PayloadTooLarge(REQUEST_BODY_BYTES_MAX))
+        }
+        _ => None,
+    }
+}

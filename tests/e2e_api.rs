@@ -1,0 +1,400 @@
+//! Every route and every error code of the contract, over HTTP, against the
+//! real binary.
+
+mod common;
+
+use common::{mid_hour_clock_offset_seconds, Server};
+
+fn start(dir: &tempfile::TempDir, extra: &[&str]) -> Server {
+    let offset = mid_hour_clock_offset_seconds().to_string();
+    let mut args = vec!["--clock-offset-seconds", offset.as_str()];
+    args.extend_from_slice(extra);
+    Server::start(dir.path(), &args)
+}
+
+#[tokio::test]
+async fn checkout_and_purchase_follow_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, &["--items-per-sale", "100", "--user-limit", "3"]);
+    let sale = server.active_sale_id().await;
+
+    let (status, cart) = server
+        .post(&format!("/checkout?user_id=alice&id={sale}-1"))
+        .await;
+    assert_eq!(status, 200, "{cart}");
+    let code = cart["code"].as_str().unwrap().to_string();
+    assert!(code.len() >= 24 && code.len() <= 64, "{code}");
+    assert!(code
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert_eq!(cart["sale_id"], sale.as_str());
+    assert_eq!(cart["user_id"], "alice");
+    assert_eq!(cart["items"], serde_json::json!([format!("{sale}-1")]));
+    assert_eq!(cart["items_count"], 1);
+    assert!(cart["sale_ends_at"].as_str().unwrap().ends_with("Z"));
+
+    // Same cart, same code; repeating an item changes nothing.
+    let (_, again) = server
+        .post(&format!("/checkout?user_id=alice&id={sale}-2"))
+        .await;
+    assert_eq!(again["code"], code.as_str());
+    let (status, same) = server
+        .post(&format!("/checkout?user_id=alice&id={sale}-2"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(same["items_count"], 2);
+    let (_, full) = server
+        .post(&format!("/checkout?user_id=alice&id={sale}-3"))
+        .await;
+    assert_eq!(full["items_count"], 3);
+    let (status, error) = server
+        .post(&format!("/checkout?user_id=alice&id={sale}-4"))
+        .await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (409, Some("user_limit_reached"))
+    );
+    let (status, _) = server
+        .post(&format!("/checkout?user_id=alice&id={sale}-3"))
+        .await;
+    assert_eq!(
+        status, 200,
+        "an item already in a full cart still answers 200"
+    );
+
+    // Bob buys item 2 first: alice's purchase reports it sold out.
+    let (_, bob) = server
+        .post(&format!("/checkout?user_id=bob&id={sale}-2"))
+        .await;
+    let (status, bought) = server
+        .post(&format!("/purchase?code={}", bob["code"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200, "{bought}");
+    assert_eq!(bought["success"], true);
+    assert_eq!(bought["total_purchased"], 1);
+
+    let (status, receipt) = server.post(&format!("/purchase?code={code}")).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["success"], true);
+    assert_eq!(receipt["code"], code.as_str());
+    assert_eq!(receipt["user_id"], "alice");
+    assert_eq!(receipt["total_purchased"], 2);
+    assert_eq!(receipt["failed_count"], 1);
+    assert_eq!(
+        receipt["failed_items"],
+        serde_json::json!([{ "id": format!("{sale}-2"), "reason": "sold_out" }])
+    );
+    let names: Vec<&str> = receipt["purchased_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+
+    // The same purchase again: the same status and body, nothing bought twice.
+    let (status, repeat) = server.post(&format!("/purchase?code={code}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(repeat, receipt);
+
+    // Sold items: item and sale state.
+    let (status, error) = server
+        .post(&format!("/checkout?user_id=carol&id={sale}-1"))
+        .await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (409, Some("item_sold_out")),
+        "{error}"
+    );
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{sale}-1")));
+
+    // Alice bought 2 of 3: a new cart, with room for one item.
+    let (status, next) = server
+        .post(&format!("/checkout?user_id=alice&id={sale}-10"))
+        .await;
+    assert_eq!(status, 200);
+    assert_ne!(next["code"], code.as_str());
+    let (status, error) = server
+        .post(&format!("/checkout?user_id=alice&id={sale}-11"))
+        .await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (409, Some("user_limit_reached"))
+    );
+
+    let (status, sale_body) = server.get("/sales/active").await;
+    assert_eq!(status, 200);
+    assert_eq!(sale_body["total_items"], 100);
+    assert_eq!(sale_body["items_sold"], 3);
+    assert_eq!(sale_body["items_available"], 97);
+    assert_eq!(sale_body["user_limit"], 3);
+    let (_, by_id) = server.get(&format!("/sales/{sale}")).await;
+    assert_eq!(by_id, sale_body);
+
+    let (status, page) = server
+        .get(&format!("/sales/{sale}/items?offset=0&limit=5"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["total"], 100);
+    assert_eq!(page["limit"], 5);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    assert_eq!(items[1]["id"], format!("{sale}-1").as_str());
+    assert_eq!(items[1]["sold"], true);
+    assert_eq!(items[0]["sold"], false);
+    assert!(items[0]["image_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
+    let (_, available) = server
+        .get(&format!("/sales/{sale}/items?available=true&limit=1000"))
+        .await;
+    assert_eq!(available["total"], 97);
+    assert!(available["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["sold"] == false));
+}
+
+#[tokio::test]
+async fn every_error_has_the_contract_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, &["--items-per-sale", "10"]);
+    let sale = server.active_sale_id().await;
+    let long_user = "u".repeat(65);
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("POST", "/checkout?id=x".into(), 400, "invalid_request"),
+        (
+            "POST",
+            format!("/checkout?user_id=&id={sale}-1"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/checkout?user_id={long_user}&id={sale}-1"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/checkout?user_id=a%20b&id={sale}-1"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/checkout?user_id=a%ZZ&id={sale}-1"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/checkout?user_id=a&id=nonsense".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/checkout?user_id=a&id={sale}-01"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/checkout?user_id=a&id={sale}-10"),
+            404,
+            "item_not_found",
+        ),
+        (
+            "POST",
+            "/checkout?user_id=a&id=2001010100-1".into(),
+            404,
+            "item_not_found",
+        ),
+        ("POST", "/purchase".into(), 400, "invalid_request"),
+        (
+            "POST",
+            "/purchase?code=short".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/purchase?code={}", "0".repeat(32)),
+            404,
+            "checkout_not_found",
+        ),
+        (
+            "GET",
+            "/checkout?user_id=a&id=x".into(),
+            405,
+            "method_not_allowed",
+        ),
+        ("DELETE", "/sales/active".into(), 405, "method_not_allowed"),
+        ("GET", "/nowhere".into(), 404, "not_found"),
+        ("GET", "/sales/2001010100".into(), 404, "sale_not_found"),
+        ("GET", "/sales/notasale".into(), 400, "invalid_request"),
+        (
+            "GET",
+            format!("/sales/{sale}/items?limit=0"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            format!("/sales/{sale}/items?limit=1001"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            format!("/sales/{sale}/items?offset=-1"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            format!("/sales/{sale}/items?available=maybe"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/sales/2001010100/items".into(),
+            404,
+            "sale_not_found",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let request = server
+            .client
+            .request(method.parse().unwrap(), server.url(&path));
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        assert!(response.headers().contains_key("x-request-id"));
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], code, "{method} {path}: {body}");
+        assert!(!body["message"].as_str().unwrap().is_empty());
+    }
+
+    let big_body = vec![b'x'; 64 * 1024];
+    let response = server
+        .client
+        .post(server.url("/checkout?user_id=a&id=x"))
+        .body(big_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large");
+
+    // Sell out the whole sale: the next checkout reports the sale sold out.
+    for n in 0..10 {
+        let (_, cart) = server
+            .post(&format!("/checkout?user_id=buyer{n}&id={sale}-{n}"))
+            .await;
+        let (status, _) = server
+            .post(&format!(
+                "/purchase?code={}",
+                cart["code"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, error) = server
+        .post(&format!("/checkout?user_id=late&id={sale}-3"))
+        .await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (409, Some("sale_sold_out")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_and_health_and_metrics_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, &[]);
+    let response = server
+        .client
+        .get(server.url("/health"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    let health: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["log"]["state"], "ok");
+    assert_eq!(health["exporter"]["state"], "disabled");
+    assert!(health["active_sale"]["id"].is_string());
+
+    let sale = server.active_sale_id().await;
+    server
+        .post(&format!("/checkout?user_id=m&id={sale}-5"))
+        .await;
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "checkout_outcomes_total",
+        "active_sale_items_sold",
+        "wal_appends_total",
+        "wal_batch_records",
+        "wal_fsync_latency_seconds",
+        "wal_failed",
+    ] {
+        assert!(text.contains(name), "metric {name} missing");
+    }
+    assert!(text.contains("route=\"/checkout\""));
+}
+
+#[tokio::test]
+async fn a_cart_of_an_ended_sale_cannot_be_bought() {
+    let dir = tempfile::tempdir().unwrap();
+    let offset = mid_hour_clock_offset_seconds();
+    let server = Server::start(dir.path(), &["--clock-offset-seconds", &offset.to_string()]);
+    let sale = server.active_sale_id().await;
+    let (_, cart) = server
+        .post(&format!("/checkout?user_id=slow&id={sale}-1"))
+        .await;
+    let code = cart["code"].as_str().unwrap().to_string();
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // One hour later: a new sale is active, the old one is past but known.
+    let later = (offset + 3600).to_string();
+    let server = Server::start(dir.path(), &["--clock-offset-seconds", &later]);
+    assert_ne!(server.active_sale_id().await, sale);
+    let (status, error) = server.post(&format!("/purchase?code={code}")).await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (409, Some("sale_not_active")),
+        "{error}"
+    );
+    let (status, error) = server
+        .post(&format!("/checkout?user_id=slow&id={sale}-2"))
+        .await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (409, Some("sale_not_active")),
+        "{error}"
+    );
+    let (status, past) = server.get(&format!("/sales/{sale}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(past["items_sold"], 0);
+}

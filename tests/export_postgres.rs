@@ -1,0 +1,1006 @@
+//! The exporter against a real PostgreSQL (never a mock): rows equal
+//! records, exactly once across failures at every point of a batch, resumed
+//! from the cursor, the same tables offline and live.
+//!
+//! Needs PostgreSQL at `FLASHSALE_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) with the right to create
+//! databases. Every test works in its own fresh database, so tests run in
+//! parallel. An unreachable PostgreSQL fails the tests, it never skips them.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flashsale::domain::{CheckoutCode, ItemId, SaleId};
+use flashsale::export::schema::migrate;
+use flashsale::export::{
+    export_once, spawn_exporter, ExportConfig, ExportError, ExportStatus, MemorySource,
+    RecordSource, SourceError, WalSource,
+};
+use flashsale::journal::{
+    self, CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseItem, PurchaseOutcome,
+    PurchaseRecord, Record, Rejection,
+};
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const ITEMS_PER_SALE: u32 = 50;
+const SALE_A: u32 = 2026112120;
+const SALE_B: u32 = 2026112121;
+
+// ---------------------------------------------------------------------------
+// A fresh database per test.
+
+struct TestDatabase {
+    name: String,
+    url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        let admin_url =
+            std::env::var("FLASHSALE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+        let name = format!("flashsale_t_{:016x}", getrandom::u64().expect("random"));
+        let admin = connect_or_fail(&admin_url).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let url = url_with_database(&admin_url, &name);
+        TestDatabase {
+            name,
+            url,
+            admin_url,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        connect_or_fail(&self.url).await
+    }
+
+    fn config(&self) -> ExportConfig {
+        ExportConfig {
+            batch_records_max: 500,
+            items_per_sale: ITEMS_PER_SALE,
+            interval: Duration::from_millis(50),
+            retry_backoff_initial: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_millis(200),
+            postgres_timeout: Duration::from_secs(30),
+            ..ExportConfig::new(self.url.clone())
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok((client, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
+                    tokio::spawn(connection);
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    if let Err(error) = client.batch_execute(&sql).await {
+                        eprintln!("cannot drop test database {name}: {error}");
+                    }
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+async fn connect_or_fail(url: &str) -> Client {
+    match tokio_postgres::connect(url, NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(error) => panic!(
+            "PostgreSQL is required for the export tests and is unreachable at {url}: {error}. \
+             Start it or set FLASHSALE_TEST_DATABASE_URL."
+        ),
+    }
+}
+
+/// `url` naming database `name` instead of its own.
+fn url_with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+// ---------------------------------------------------------------------------
+// Records of every variant, deterministic.
+
+struct Generator {
+    state: u64,
+    seq: u64,
+}
+
+impl Generator {
+    fn new(seed: u64) -> Generator {
+        Generator {
+            state: seed | 1,
+            seq: 0,
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        // xorshift64: deterministic and good enough to mix variants.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+
+    fn record(&mut self) -> Record {
+        self.seq += 1;
+        let r = self.next_u64();
+        let sale = if self.seq % 1000 < 700 {
+            SALE_A
+        } else {
+            SALE_B
+        };
+        let sale_start_ms = SaleId::from_number(sale)
+            .unwrap()
+            .starts_at()
+            .timestamp_millis();
+        let at_unix_ms = sale_start_ms + (self.seq % 3_000_000) as i64;
+        let user = format!("user-{}", r % 40);
+        let index = (r >> 8) as u32 % ITEMS_PER_SALE;
+        let code = u128::from(r) << 64 | u128::from(self.seq);
+        match r % 12 {
+            0..=3 => checkout(at_unix_ms, sale, user, index, Some(code), {
+                CheckoutOutcome::Added {
+                    opened_cart: r % 2 == 0,
+                }
+            }),
+            4 => checkout(at_unix_ms, sale, user, index, Some(code), {
+                CheckoutOutcome::AlreadyInCart
+            }),
+            5 => {
+                let mut record = checkout(at_unix_ms, sale, user, 0, None, {
+                    CheckoutOutcome::Rejected(Rejection::ItemNotFound)
+                });
+                if let Record::Checkout(c) = &mut record {
+                    // Raw client text, once in a while with a NUL byte.
+                    c.item_id = if r % 7 == 0 {
+                        "bad\0id".into()
+                    } else {
+                        "nope".into()
+                    };
+                }
+                record
+            }
+            6 => checkout(at_unix_ms, 1999010100, user, 5, None, {
+                CheckoutOutcome::Rejected(Rejection::SaleNotActive)
+            }),
+            7 => {
+                let rejection = [
+                    Rejection::ItemSoldOut,
+                    Rejection::SaleSoldOut,
+                    Rejection::UserLimitReached,
+                ][(r >> 20) as usize % 3];
+                checkout(at_unix_ms, sale, user, index, Some(code), {
+                    CheckoutOutcome::Rejected(rejection)
+                })
+            }
+            8 | 9 => purchase(
+                at_unix_ms,
+                Some(sale),
+                user,
+                code,
+                PurchaseOutcome::Completed,
+                r,
+            ),
+            10 => purchase(
+                at_unix_ms,
+                Some(sale),
+                user,
+                code,
+                PurchaseOutcome::Replayed,
+                r,
+            ),
+            _ if r % 2 == 0 => purchase(
+                at_unix_ms,
+                Some(sale),
+                user,
+                code,
+                PurchaseOutcome::Rejected(Rejection::SaleNotActive),
+                r,
+            ),
+            _ => Record::Purchase(PurchaseRecord {
+                at_unix_ms,
+                sale_id: None,
+                user_id: None,
+                code,
+                outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
+                items: vec![],
+            }),
+        }
+    }
+
+    fn records(&mut self, count: usize) -> Vec<Record> {
+        (0..count).map(|_| self.record()).collect()
+    }
+}
+
+fn checkout(
+    at_unix_ms: i64,
+    sale: u32,
+    user_id: String,
+    index: u32,
+    code: Option<u128>,
+    outcome: CheckoutOutcome,
+) -> Record {
+    Record::Checkout(CheckoutRecord {
+        at_unix_ms,
+        sale_id: sale,
+        user_id,
+        item_id: format!("{sale:010}-{index}"),
+        code,
+        outcome,
+    })
+}
+
+fn purchase(
+    at_unix_ms: i64,
+    sale: Option<u32>,
+    user: String,
+    code: u128,
+    outcome: PurchaseOutcome,
+    r: u64,
+) -> Record {
+    let items = match outcome {
+        PurchaseOutcome::Rejected(_) => vec![],
+        _ => (0..1 + r % 4)
+            .map(|k| PurchaseItem {
+                item_index: ((r >> 12) as u32 + k as u32 * 7) % ITEMS_PER_SALE,
+                outcome: [
+                    ItemOutcome::Bought,
+                    ItemOutcome::SoldOut,
+                    ItemOutcome::UserLimit,
+                ][((r >> (30 + k)) % 3) as usize],
+            })
+            .collect(),
+    };
+    Record::Purchase(PurchaseRecord {
+        at_unix_ms,
+        sale_id: sale,
+        user_id: Some(user),
+        code,
+        outcome,
+        items,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Expected rows, computed from the records independently of `rows.rs`.
+
+type CheckoutTuple = (i64, i64, String, String, String, Option<String>, String);
+type PurchaseTuple = (
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    i32,
+    i32,
+);
+
+/// The contract's error codes, spelled out here rather than taken from
+/// `Rejection::code`, so a change there shows up as a failing test.
+fn rejection_code(rejection: Rejection) -> String {
+    match rejection {
+        Rejection::ItemNotFound => "item_not_found",
+        Rejection::SaleNotActive => "sale_not_active",
+        Rejection::ItemSoldOut => "item_sold_out",
+        Rejection::SaleSoldOut => "sale_sold_out",
+        Rejection::UserLimitReached => "user_limit_reached",
+        Rejection::CheckoutNotFound => "checkout_not_found",
+    }
+    .to_string()
+}
+
+fn expected_checkouts(records: &[Record]) -> Vec<CheckoutTuple> {
+    let mut rows = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        if let Record::Checkout(c) = record {
+            let outcome = match c.outcome {
+                CheckoutOutcome::Added { .. } | CheckoutOutcome::AlreadyInCart => "ok".into(),
+                CheckoutOutcome::Rejected(rejection) => rejection_code(rejection),
+            };
+            rows.push((
+                index as i64 + 1,
+                c.at_unix_ms,
+                format!("{:010}", c.sale_id),
+                c.user_id.clone(),
+                c.item_id.replace('\0', "\u{FFFD}"),
+                c.code.map(|code| format!("{code:032x}")),
+                outcome,
+            ));
+        }
+    }
+    rows
+}
+
+fn expected_purchases(records: &[Record]) -> (Vec<PurchaseTuple>, Vec<(i64, String, String)>) {
+    let (mut purchases, mut items) = (Vec::new(), Vec::new());
+    for (index, record) in records.iter().enumerate() {
+        let Record::Purchase(p) = record else {
+            continue;
+        };
+        let seq = index as i64 + 1;
+        let outcome = match p.outcome {
+            PurchaseOutcome::Completed => "ok".into(),
+            PurchaseOutcome::Replayed => "replayed".into(),
+            PurchaseOutcome::Rejected(rejection) => rejection_code(rejection),
+        };
+        let mut seen = BTreeSet::new();
+        let distinct: Vec<&PurchaseItem> = p
+            .items
+            .iter()
+            .filter(|i| seen.insert(i.item_index))
+            .collect();
+        let bought = p
+            .items
+            .iter()
+            .filter(|i| i.outcome == ItemOutcome::Bought)
+            .count();
+        purchases.push((
+            seq,
+            p.at_unix_ms,
+            p.sale_id.map(|s| format!("{s:010}")),
+            p.user_id.clone(),
+            CheckoutCode::from_u128(p.code).to_string(),
+            outcome,
+            bought as i32,
+            (p.items.len() - bought) as i32,
+        ));
+        for item in distinct {
+            let sale = p.sale_id.unwrap();
+            items.push((
+                seq,
+                format!("{sale:010}-{}", item.item_index),
+                item.outcome.as_str().into(),
+            ));
+        }
+    }
+    items.sort();
+    (purchases, items)
+}
+
+async fn checkout_rows(client: &Client) -> Vec<CheckoutTuple> {
+    let sql = "SELECT seq, (extract(epoch FROM at) * 1000)::bigint, sale_id, user_id, item_id,
+                      code, outcome
+               FROM checkout_attempts ORDER BY seq";
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+            )
+        })
+        .collect()
+}
+
+async fn purchase_rows(client: &Client) -> Vec<PurchaseTuple> {
+    let sql = "SELECT seq, (extract(epoch FROM at) * 1000)::bigint, sale_id, user_id, code,
+                      outcome, total_purchased, failed_count
+               FROM purchases ORDER BY seq";
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter()
+        .map(|r| {
+            let t = (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+            );
+            (t.0, t.1, t.2, t.3, t.4, t.5, t.6, r.get(7))
+        })
+        .collect()
+}
+
+async fn purchase_item_rows(client: &Client) -> Vec<(i64, String, String)> {
+    let sql = "SELECT purchase_seq, item_id, outcome FROM purchase_items
+               ORDER BY purchase_seq, item_id";
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+async fn cursor(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT last_seq FROM export_cursor WHERE stream = 'log'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Every table holds exactly the rows of `records`: no duplicate, no gap,
+/// nothing else.
+async fn assert_tables_match(client: &Client, records: &[Record]) {
+    assert_eq!(cursor(client).await, records.len() as i64);
+    let checkouts = checkout_rows(client).await;
+    let purchases = purchase_rows(client).await;
+    assert_eq!(checkouts.len() + purchases.len(), records.len());
+    let mut seqs: Vec<i64> = checkouts.iter().map(|r| r.0).collect();
+    seqs.extend(purchases.iter().map(|r| r.0));
+    seqs.sort_unstable();
+    assert!(
+        seqs.iter().enumerate().all(|(i, seq)| *seq == i as i64 + 1),
+        "seq must run 1..=n without gap or duplicate"
+    );
+    assert_eq!(checkouts, expected_checkouts(records));
+    let (expected_purchases, expected_items) = expected_purchases(records);
+    assert_eq!(purchases, expected_purchases);
+    assert_eq!(purchase_item_rows(client).await, expected_items);
+    assert_sales_and_items(client, records).await;
+}
+
+async fn assert_sales_and_items(client: &Client, records: &[Record]) {
+    let mut expected: BTreeSet<String> = BTreeSet::new();
+    for record in records {
+        match record {
+            Record::Checkout(c)
+                if c.outcome != CheckoutOutcome::Rejected(Rejection::SaleNotActive) =>
+            {
+                expected.insert(format!("{:010}", c.sale_id));
+            }
+            Record::Purchase(PurchaseRecord {
+                sale_id: Some(s), ..
+            }) => {
+                expected.insert(format!("{s:010}"));
+            }
+            _ => {}
+        }
+    }
+    let rows = client
+        .query(
+            "SELECT sale_id, starts_at, ends_at, total_items FROM sales ORDER BY sale_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let found: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(found, expected);
+    for row in &rows {
+        let sale = SaleId::parse(row.get(0)).unwrap();
+        let starts_at: chrono::DateTime<chrono::Utc> = row.get(1);
+        assert_eq!(starts_at, sale.starts_at());
+        assert_eq!(row.get::<_, i32>(3), ITEMS_PER_SALE as i32);
+    }
+    let items: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(items, expected.len() as i64 * i64::from(ITEMS_PER_SALE));
+    let item = ItemId {
+        sale: SaleId::from_number(SALE_A).unwrap(),
+        index: 7,
+    };
+    let row = client
+        .query_one(
+            "SELECT name, image_url, item_index FROM items WHERE item_id = $1",
+            &[&item.to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), item.name());
+    assert_eq!(row.get::<_, String>(1), item.image_url());
+    assert_eq!(row.get::<_, i32>(2), 7);
+}
+
+/// Every table and view as JSON lines, for comparing two databases.
+async fn dump(client: &Client) -> Vec<String> {
+    let queries = [
+        "SELECT to_jsonb(t)::text FROM sales t ORDER BY sale_id",
+        "SELECT to_jsonb(t)::text FROM items t ORDER BY item_id",
+        "SELECT to_jsonb(t)::text FROM checkout_attempts t ORDER BY seq",
+        "SELECT to_jsonb(t)::text FROM purchases t ORDER BY seq",
+        "SELECT to_jsonb(t)::text FROM purchase_items t ORDER BY purchase_seq, item_id",
+        "SELECT to_jsonb(t)::text FROM sale_summary t ORDER BY sale_id",
+        "SELECT to_jsonb(t)::text FROM checkout_funnel t ORDER BY sale_id",
+        "SELECT last_seq::text FROM export_cursor",
+    ];
+    let mut lines = Vec::new();
+    for sql in queries {
+        for row in client.query(sql, &[]).await.unwrap() {
+            lines.push(row.get::<_, String>(0));
+        }
+    }
+    lines
+}
+
+async fn wait_until_exported(status: &ExportStatus, seq: u64, limit: Duration) {
+    let started = Instant::now();
+    while status.last_exported_seq() < seq {
+        assert!(
+            started.elapsed() < limit,
+            "export stalled at {} of {seq}: {:?}",
+            status.last_exported_seq(),
+            status.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_equal_records_after_a_load() {
+    let db = TestDatabase::create().await;
+    let records = Generator::new(1).records(3_000);
+    let report = export_once(db.config(), Box::new(MemorySource::new(records.clone())))
+        .await
+        .unwrap();
+    assert_eq!(report.cursor_before, 0);
+    assert_eq!(report.last_exported_seq, 3_000);
+    assert_eq!(report.records, 3_000);
+    assert_eq!(report.batches, 6);
+    let client = db.client().await;
+    assert_tables_match(&client, &records).await;
+    // A second run finds nothing to do.
+    let again = export_once(db.config(), Box::new(MemorySource::new(records.clone())))
+        .await
+        .unwrap();
+    assert_eq!((again.records, again.batches), (0, 0));
+    assert_tables_match(&client, &records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_twice_are_harmless() {
+    let db = TestDatabase::create().await;
+    let (mut first, mut second) = (db.client().await, db.client().await);
+    let (a, b) = tokio::join!(migrate(&mut first), migrate(&mut second));
+    let mut applied = a.unwrap();
+    applied.extend(b.unwrap());
+    applied.sort_unstable();
+    assert_eq!(applied, [1, 2, 3], "each migration applied exactly once");
+    let records = Generator::new(2).records(700);
+    export_once(db.config(), Box::new(MemorySource::new(records.clone())))
+        .await
+        .unwrap();
+    assert!(migrate(&mut first).await.unwrap().is_empty());
+    let versions: i64 = first
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 3);
+    assert_tables_match(&first, &records).await;
+    // A schema from the future is refused, not written to.
+    first
+        .batch_execute("INSERT INTO schema_migrations VALUES (99, now())")
+        .await
+        .unwrap();
+    let error = export_once(db.config(), Box::new(MemorySource::new(records)))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("newer"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_when_connections_are_terminated_mid_export() {
+    let db = TestDatabase::create().await;
+    let config = ExportConfig {
+        batch_records_max: 300,
+        ..db.config()
+    };
+    let mut generator = Generator::new(3);
+    let source = MemorySource::new(generator.records(10_000));
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let registry = prometheus::Registry::new();
+    let (handle, status) =
+        spawn_exporter(config, Box::new(source.clone()), &registry, shutdown).unwrap();
+
+    // Records keep arriving while connections are killed.
+    let killer = db.client().await;
+    let terminated = Arc::new(AtomicU64::new(0));
+    for round in 0..60 {
+        if round % 3 == 0 {
+            for record in generator.records(200) {
+                source.push(record);
+            }
+        }
+        let killed = killer
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND application_name = 'flashsale-export'",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .len();
+        terminated.fetch_add(killed as u64, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(25 + (round % 4) * 10)).await;
+    }
+    let total = source.durable_seq();
+    wait_until_exported(&status, total, Duration::from_secs(120)).await;
+    shutdown_sender.send(true).unwrap();
+    handle.await.unwrap();
+
+    assert!(
+        terminated.load(Ordering::Relaxed) >= 10,
+        "connections were terminated"
+    );
+    let records: Vec<Record> = source
+        .clone()
+        .read_batch(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_tables_match(&db.client().await, &records).await;
+    let families = registry.gather();
+    let rows_total: f64 = families
+        .iter()
+        .filter(|f| f.name() == "export_rows_total")
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value())
+        .sum();
+    assert!(rows_total >= records.len() as f64);
+}
+
+/// Failpoints inside PostgreSQL: a trigger fails the cursor update (after
+/// the COPYs, before COMMIT), then a deferred trigger fails the COMMIT
+/// itself. Either way nothing of the batch remains, and once the fault is
+/// gone the export resumes with no gap and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_when_a_batch_fails_after_copy_or_at_commit() {
+    let db = TestDatabase::create().await;
+    let client = db.client().await;
+    let records = Generator::new(4).records(3_000);
+    let source = MemorySource::new(records[..1_000].to_vec());
+    export_once(db.config(), Box::new(source.clone()))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "CREATE FUNCTION fail_export() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'failpoint %', TG_NAME; END $$;
+             CREATE TRIGGER before_cursor_update BEFORE UPDATE ON export_cursor
+             FOR EACH ROW EXECUTE FUNCTION fail_export();",
+        )
+        .await
+        .unwrap();
+    for record in &records[1_000..2_000] {
+        source.push(record.clone());
+    }
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let (handle, status) = spawn_exporter(
+        db.config(),
+        Box::new(source.clone()),
+        &prometheus::Registry::new(),
+        shutdown,
+    )
+    .unwrap();
+    wait_for_state(&status, "failpoint before_cursor_update").await;
+    assert_eq!(status.last_exported_seq(), 1_000);
+    assert_eq!(status.lag_records(), 1_000);
+    assert_tables_match(&client, &records[..1_000]).await;
+
+    client
+        .batch_execute(
+            "DROP TRIGGER before_cursor_update ON export_cursor;
+             CREATE CONSTRAINT TRIGGER at_commit AFTER UPDATE ON export_cursor
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_export();",
+        )
+        .await
+        .unwrap();
+    wait_for_state(&status, "failpoint at_commit").await;
+    assert_tables_match(&client, &records[..1_000]).await;
+
+    client
+        .batch_execute("DROP TRIGGER at_commit ON export_cursor")
+        .await
+        .unwrap();
+    for record in &records[2_000..] {
+        source.push(record.clone());
+    }
+    wait_until_exported(&status, 3_000, Duration::from_secs(60)).await;
+    shutdown_sender.send(true).unwrap();
+    handle.await.unwrap();
+    assert_tables_match(&client, &records).await;
+    assert_eq!(status.snapshot().state, "running");
+}
+
+async fn wait_for_state(status: &ExportStatus, error_part: &str) {
+    let started = Instant::now();
+    loop {
+        let snapshot = status.snapshot();
+        if snapshot
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(error_part))
+        {
+            assert_eq!(snapshot.state, "retrying");
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{snapshot:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Aborting the exporter's task at random points (the in-process analogue
+/// of kill -9: the connection drops mid-transaction) and starting a new one
+/// resumes from the committed cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_exporter_resumes_from_the_cursor() {
+    let db = TestDatabase::create().await;
+    let records = Generator::new(5).records(12_000);
+    let source = MemorySource::new(records[..1_500].to_vec());
+    let first = export_once(db.config(), Box::new(source.clone()))
+        .await
+        .unwrap();
+    assert_eq!(first.last_exported_seq, 1_500);
+    for record in &records[1_500..] {
+        source.push(record.clone());
+    }
+    let config = ExportConfig {
+        batch_records_max: 400,
+        ..db.config()
+    };
+    let mut cursors = Vec::new();
+    for attempt in 0..8u64 {
+        let (_keep, shutdown) = watch::channel(false);
+        let (handle, status) = spawn_exporter(
+            config.clone(),
+            Box::new(source.clone()),
+            &prometheus::Registry::new(),
+            shutdown,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(40 + attempt * 17)).await;
+        handle.abort();
+        let _ = handle.await;
+        cursors.push(status.last_exported_seq());
+    }
+    assert!(cursors.windows(2).all(|w| w[0] <= w[1]), "{cursors:?}");
+    let last = export_once(config, Box::new(source)).await.unwrap();
+    assert_eq!(last.cursor_before + last.records, 12_000);
+    assert_eq!(last.last_exported_seq, 12_000);
+    assert_tables_match(&db.client().await, &records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_export_gives_the_same_tables_as_the_running_exporter() {
+    let (live_db, offline_db) = (TestDatabase::create().await, TestDatabase::create().await);
+    let mut generator = Generator::new(6);
+    let source = MemorySource::default();
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let (handle, status) = spawn_exporter(
+        live_db.config(),
+        Box::new(source.clone()),
+        &prometheus::Registry::new(),
+        shutdown,
+    )
+    .unwrap();
+    for _ in 0..20 {
+        for record in generator.records(250) {
+            source.push(record);
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    wait_until_exported(&status, 5_000, Duration::from_secs(60)).await;
+    shutdown_sender.send(true).unwrap();
+    handle.await.unwrap();
+    let offline_config = ExportConfig {
+        batch_records_max: 1_234,
+        ..offline_db.config()
+    };
+    export_once(offline_config, Box::new(source.clone()))
+        .await
+        .unwrap();
+    let live = dump(&live_db.client().await).await;
+    let offline = dump(&offline_db.client().await).await;
+    assert!(live.len() > 5_000);
+    assert_eq!(live, offline);
+}
+
+/// Two exporters on one database: the cursor lock lets only one advance
+/// each batch; together they still export every record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_exporters_never_export_a_record_twice() {
+    let db = TestDatabase::create().await;
+    let records = Generator::new(7).records(6_000);
+    let source = MemorySource::new(records.clone());
+    let config = ExportConfig {
+        batch_records_max: 200,
+        ..db.config()
+    };
+    let (a, b) = tokio::join!(
+        export_once(config.clone(), Box::new(source.clone())),
+        export_once(config.clone(), Box::new(source.clone())),
+    );
+    // One of them may have lost a race for the cursor; rerun both to finish.
+    for result in [a, b] {
+        if let Err(error) = result {
+            assert!(matches!(error, ExportError::CursorMoved { .. }), "{error}");
+        }
+    }
+    export_once(config, Box::new(source)).await.unwrap();
+    assert_tables_match(&db.client().await, &records).await;
+}
+
+/// A gap in the log and a log shorter than PostgreSQL's cursor are refused
+/// before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_and_a_cursor_ahead_of_the_log_are_refused() {
+    struct GappySource(Vec<Record>);
+    impl RecordSource for GappySource {
+        fn read_batch(
+            &mut self,
+            after: u64,
+            max: usize,
+        ) -> Result<Vec<(u64, Record)>, SourceError> {
+            // Skips record 101.
+            Ok((after + 1..=self.durable_seq())
+                .filter(|seq| *seq != 101)
+                .take(max)
+                .map(|seq| (seq, self.0[seq as usize - 1].clone()))
+                .collect())
+        }
+        fn durable_seq(&self) -> u64 {
+            self.0.len() as u64
+        }
+    }
+    let db = TestDatabase::create().await;
+    let records = Generator::new(8).records(400);
+    let config = ExportConfig {
+        batch_records_max: 100,
+        ..db.config()
+    };
+    let error = export_once(config.clone(), Box::new(GappySource(records.clone())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExportError::Gap {
+                expected: 101,
+                found: Some(102)
+            }
+        ),
+        "{error}"
+    );
+    let client = db.client().await;
+    assert_tables_match(&client, &records[..100]).await;
+    let error = export_once(config, Box::new(MemorySource::new(records[..50].to_vec())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExportError::CursorAhead {
+                cursor: 100,
+                durable: 50
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_postgres_is_retried_and_the_lag_grows() {
+    let config = ExportConfig {
+        // Port 1: nothing listens there.
+        database_url: "postgres://postgres@127.0.0.1:1/none".into(),
+        retry_backoff_initial: Duration::from_millis(5),
+        retry_backoff_max: Duration::from_millis(20),
+        ..ExportConfig::new("")
+    };
+    let source = MemorySource::new(Generator::new(9).records(10));
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let registry = prometheus::Registry::new();
+    let (handle, status) =
+        spawn_exporter(config, Box::new(source.clone()), &registry, shutdown).unwrap();
+    wait_for_state(&status, "").await;
+    for record in Generator::new(10).records(5) {
+        source.push(record);
+    }
+    let started = Instant::now();
+    while status.lag_records() < 15 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            status.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status.last_exported_seq(), 0);
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["state"], "retrying");
+    shutdown_sender.send(true).unwrap();
+    handle.await.unwrap();
+}
+
+/// The real log as the source: what the server appends is what analysts get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_a_real_log_directory_are_exported() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let records = Generator::new(11).records(2_000);
+    let wal =
+        Arc::new(flashsale_wal::Wal::open(flashsale_wal::WalConfig::new(dir.path())).unwrap());
+    for record in &records {
+        wal.append(&journal::encode(record).unwrap()).unwrap();
+    }
+    wal.wait_durable(records.len() as u64).unwrap();
+    let report = export_once(db.config(), Box::new(WalSource::new(Arc::clone(&wal))))
+        .await
+        .unwrap();
+    assert_eq!(report.last_exported_seq, 2_000);
+    assert_tables_match(&db.client().await, &records).await;
+    wal.close();
+}
+
+/// The example queries of docs/analytics.md run on exported data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_queries_run() {
+    let db = TestDatabase::create().await;
+    let records = Generator::new(12).records(2_000);
+    export_once(db.config(), Box::new(MemorySource::new(records)))
+        .await
+        .unwrap();
+    let client = db.client().await;
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/analytics.md"))
+        .expect("docs/analytics.md");
+    let queries: Vec<&str> = docs
+        .split("```sql")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .collect();
+    assert!(
+        queries.len() >= 5,
+        "docs/analytics.md has its example queries"
+    );
+    for query in queries {
+        let rows = client
+            .simple_query(query)
+            .await
+            .unwrap_or_else(|e| panic!("documented query fails: {e}\n{query}"));
+        assert!(!rows.is_empty(), "{query}");
+    }
+    let summary = client
+        .query_one(
+            "SELECT items_sold, purchases FROM sale_summary WHERE sale_id = '2026112120'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let sold: i64 = summary.get(0);
+    assert!(sold > 0);
+}

@@ -1,0 +1,258 @@
+//! Opening a log: checking every segment and repairing what a crash can
+//! legitimately leave behind, and nothing else.
+//!
+//! The decision table (also in `docs/wal-format.md`):
+//! - newest segment shorter than a header, header invalid: a crash during
+//!   rotation; the header is rewritten.
+//! - newest segment ends in damage an interrupted append can leave (short
+//!   record, bad checksum, absurd length) with no valid record after it: a
+//!   torn write; the tail is copied to a side file, then cut off.
+//! - anything else (older segment damaged, damage followed by a valid record,
+//!   a sequence gap, a wrong header): `WalError::Corrupt` naming the file and
+//!   byte offset. Nothing is dropped silently.
+//!
+//! Promise: after `recover` returns, everything a reader can replay is
+//! durable (the newest segment and the directory have been synced).
+
+use std::path::{Path, PathBuf};
+
+use crate::config::WalConfig;
+use crate::error::WalError;
+use crate::format::{
+    scan_segment, ByteSource, DamageKind, SEGMENT_FIRST_SEQ_OFFSET, SEGMENT_HEADER_SIZE,
+};
+use crate::segment::{create_segment, parse_segment_file_name, SegmentMeta};
+use crate::storage::{FileWindow, Storage, WriteFile};
+
+/// Read chunk of scans and replays.
+pub(crate) const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The state of a log after recovery, ready for the writer.
+pub(crate) struct Recovered {
+    pub segments: Vec<SegmentMeta>,
+    pub active: Box<dyn WriteFile>,
+    pub active_len_bytes: u64,
+    /// Last valid sequence number, `first_seq - 1` if the log is empty.
+    pub last_seq: u64,
+}
+
+/// What one segment's check found.
+enum SegmentCheck {
+    Intact {
+        last_seq: u64,
+        len_bytes: u64,
+    },
+    TornTail {
+        last_seq: u64,
+        valid_len_bytes: u64,
+        file_len_bytes: u64,
+    },
+    /// Newest segment without a complete header: a crash during rotation.
+    HeaderTorn,
+}
+
+pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recovered, WalError> {
+    let dir = &config.dir;
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| WalError::io("create dir", dir, e))?;
+    let found = list_segments(storage, dir)?;
+    let Some(((newest_seq, newest_path), older)) = found.split_last() else {
+        let (meta, active) = create_segment(storage, dir, 1, config.sync_mode)?;
+        let active_len_bytes = SEGMENT_HEADER_SIZE as u64;
+        return Ok(Recovered {
+            segments: vec![meta],
+            active,
+            active_len_bytes,
+            last_seq: 0,
+        });
+    };
+    let mut prev_last: Option<u64> = None;
+    for (name_seq, path) in older {
+        let check = check_segment(storage, config, path, *name_seq, prev_last, false)?;
+        let SegmentCheck::Intact { last_seq, .. } = check else {
+            unreachable!("an older segment is either intact or an error")
+        };
+        prev_last = Some(last_seq);
+    }
+    let check = check_segment(storage, config, newest_path, *newest_seq, prev_last, true)?;
+    let (active, active_len_bytes, last_seq) = match check {
+        SegmentCheck::Intact {
+            last_seq,
+            len_bytes,
+        } => {
+            let active = open_active(storage, newest_path)?;
+            (active, len_bytes, last_seq)
+        }
+        SegmentCheck::TornTail {
+            last_seq,
+            valid_len_bytes,
+            file_len_bytes,
+        } => {
+            save_torn_tail(storage, newest_path, valid_len_bytes, file_len_bytes)?;
+            let mut active = open_active(storage, newest_path)?;
+            active
+                .set_len(valid_len_bytes)
+                .map_err(|e| WalError::io("truncate", newest_path, e))?;
+            (active, valid_len_bytes, last_seq)
+        }
+        SegmentCheck::HeaderTorn => {
+            let (_, active) = create_segment(storage, dir, *newest_seq, config.sync_mode)?;
+            (
+                active,
+                SEGMENT_HEADER_SIZE as u64,
+                newest_seq.wrapping_sub(1),
+            )
+        }
+    };
+    let mut recovered = Recovered {
+        segments: found
+            .iter()
+            .map(|(first_seq, path)| SegmentMeta {
+                first_seq: *first_seq,
+                path: path.clone(),
+            })
+            .collect(),
+        active,
+        active_len_bytes,
+        last_seq,
+    };
+    // What a reader replays must not be taken back by a later crash, even if
+    // it was written by a process that died before syncing it.
+    recovered
+        .active
+        .sync_data()
+        .map_err(|e| WalError::io("fdatasync", newest_path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| WalError::io("fsync dir", dir, e))?;
+    Ok(recovered)
+}
+
+/// Segment files of `dir`, sorted in log order. Other files are ignored.
+fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let names = storage
+        .list_dir(dir)
+        .map_err(|e| WalError::io("list dir", dir, e))?;
+    let mut found: Vec<(u64, PathBuf)> = names
+        .iter()
+        .filter_map(|name| parse_segment_file_name(name).map(|seq| (seq, dir.join(name))))
+        .collect();
+    found.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(found)
+}
+
+fn open_active(storage: &dyn Storage, path: &Path) -> Result<Box<dyn WriteFile>, WalError> {
+    storage
+        .open_append(path)
+        .map_err(|e| WalError::io("open for append", path, e))
+}
+
+fn check_segment(
+    storage: &dyn Storage,
+    config: &WalConfig,
+    path: &Path,
+    name_seq: u64,
+    prev_last: Option<u64>,
+    newest: bool,
+) -> Result<SegmentCheck, WalError> {
+    let corrupt = |offset: u64, kind: DamageKind| WalError::Corrupt {
+        segment: path.to_path_buf(),
+        offset,
+        kind,
+    };
+    let expected_first = prev_last.map_or(name_seq.max(1), |last| last.wrapping_add(1));
+    if name_seq != expected_first {
+        let kind = DamageKind::SegmentSeqGap {
+            expected: expected_first,
+            found: name_seq,
+        };
+        return Err(corrupt(SEGMENT_FIRST_SEQ_OFFSET as u64, kind));
+    }
+    let file = storage
+        .open_read(path)
+        .map_err(|e| WalError::io("open", path, e))?;
+    let mut window = FileWindow::new(file, READ_CHUNK_BYTES);
+    let file_len_bytes = window
+        .len_bytes()
+        .map_err(|e| WalError::io("stat", path, e))?;
+    let scan = scan_segment(
+        &mut window,
+        file_len_bytes,
+        config.record_size_max_bytes,
+        |_, _, _| {},
+    )
+    .map_err(|e| WalError::io("read", path, e))?;
+    let scan = match scan {
+        Err(_) if newest && file_len_bytes <= SEGMENT_HEADER_SIZE as u64 => {
+            return Ok(SegmentCheck::HeaderTorn)
+        }
+        Err(damage) => return Err(corrupt(damage.offset, damage.kind)),
+        Ok(scan) => scan,
+    };
+    if scan.header.first_seq != name_seq {
+        let kind = DamageKind::FirstSeqMismatch {
+            name_seq,
+            header_seq: scan.header.first_seq,
+        };
+        return Err(corrupt(SEGMENT_FIRST_SEQ_OFFSET as u64, kind));
+    }
+    assert!(
+        scan.valid_len_bytes <= file_len_bytes,
+        "scan went past the end of {}",
+        path.display()
+    );
+    match scan.damage {
+        None => Ok(SegmentCheck::Intact {
+            last_seq: scan.last_seq,
+            len_bytes: scan.valid_len_bytes,
+        }),
+        Some(damage) if newest && damage.is_torn_tail() => Ok(SegmentCheck::TornTail {
+            last_seq: scan.last_seq,
+            valid_len_bytes: scan.valid_len_bytes,
+            file_len_bytes,
+        }),
+        Some(damage) => Err(corrupt(damage.offset, damage.kind)),
+    }
+}
+
+/// Copies the torn tail to `<segment>.torn-<offset>` and makes the copy
+/// durable before the caller cuts it off, so that no byte is ever lost
+/// without a trace.
+fn save_torn_tail(
+    storage: &dyn Storage,
+    path: &Path,
+    valid_len_bytes: u64,
+    file_len_bytes: u64,
+) -> Result<(), WalError> {
+    let mut side_name = path.file_name().unwrap_or_default().to_os_string();
+    side_name.push(format!(".torn-{valid_len_bytes:020}"));
+    let side = path.with_file_name(side_name);
+    let file = storage
+        .open_read(path)
+        .map_err(|e| WalError::io("open", path, e))?;
+    let mut window = FileWindow::new(file, READ_CHUNK_BYTES);
+    let mut out = storage
+        .create(&side)
+        .map_err(|e| WalError::io("create", &side, e))?;
+    let mut offset = valid_len_bytes;
+    // Bounded by the file length: every iteration copies at least one byte.
+    while offset < file_len_bytes {
+        let want = (file_len_bytes - offset).min(READ_CHUNK_BYTES as u64) as usize;
+        let chunk = window
+            .bytes_at(offset, want)
+            .map_err(|e| WalError::io("read", path, e))?;
+        if chunk.is_empty() {
+            break;
+        }
+        out.write_all(chunk)
+            .map_err(|e| WalError::io("write", &side, e))?;
+        offset += chunk.len() as u64;
+    }
+    out.sync_data()
+        .map_err(|e| WalError::io("fdatasync", &side, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    storage
+        .sync_dir(dir)
+        .map_err(|e| WalError::io("fsync dir", dir, e))
+}

@@ -1,0 +1,274 @@
+//! State shared by appenders, the writer thread, waiters and readers.
+//!
+//! This module exists to keep the synchronisation in one place. The queue is
+//! a list of batches, each at most `batch_bytes_max`, together at most
+//! `queue_bytes_max`: appenders fill the newest batch while the writer
+//! writes and syncs the oldest one (double buffering without a copy).
+//!
+//! Promises: sequence numbers are assigned contiguously under the queue
+//! lock, in the order records enter the queue; `durable_seq` only grows and
+//! only after the batch that contains it was written and synced; once the log
+//! has failed, `durable_seq` never moves again and every waiter above it
+//! gets the failure.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use crate::config::WalConfig;
+use crate::error::WalError;
+use crate::format::{encode_record, RECORD_HEADER_SIZE};
+use crate::segment::SegmentMeta;
+
+/// Framed records with contiguous sequence numbers, written as one.
+pub(crate) struct Batch {
+    pub bytes: Vec<u8>,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub records: usize,
+}
+
+struct Queue {
+    batches: VecDeque<Batch>,
+    /// Emptied buffers, reused so the steady state allocates nothing.
+    free: Vec<Vec<u8>>,
+    queued_bytes: usize,
+    next_seq: u64,
+    closed: bool,
+    space_waiters: usize,
+}
+
+pub(crate) struct Shared {
+    pub config: WalConfig,
+    queue: Mutex<Queue>,
+    writer_wake: Condvar,
+    space_free: Condvar,
+    last_seq: AtomicU64,
+    durable_seq: AtomicU64,
+    durable_lock: Mutex<()>,
+    durable_changed: Condvar,
+    durable_watch: watch::Sender<u64>,
+    failure: OnceLock<WalError>,
+    pub segments: Mutex<Vec<SegmentMeta>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: WalConfig, last_seq: u64, segments: Vec<SegmentMeta>) -> Arc<Self> {
+        assert!(!segments.is_empty(), "a log always has an active segment");
+        let free_buffers_max = config.queue_bytes_max / config.batch_bytes_max + 1;
+        Arc::new(Shared {
+            config,
+            queue: Mutex::new(Queue {
+                batches: VecDeque::with_capacity(free_buffers_max),
+                free: Vec::with_capacity(free_buffers_max),
+                queued_bytes: 0,
+                next_seq: last_seq + 1,
+                closed: false,
+                space_waiters: 0,
+            }),
+            writer_wake: Condvar::new(),
+            space_free: Condvar::new(),
+            last_seq: AtomicU64::new(last_seq),
+            durable_seq: AtomicU64::new(last_seq),
+            durable_lock: Mutex::new(()),
+            durable_changed: Condvar::new(),
+            durable_watch: watch::Sender::new(last_seq),
+            failure: OnceLock::new(),
+            segments: Mutex::new(segments),
+        })
+    }
+
+    pub(crate) fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn failure(&self) -> Option<&WalError> {
+        self.failure.get()
+    }
+
+    /// Frames `payload` into the queue under the next sequence number.
+    /// Waits while the queue is full; never does I/O.
+    pub(crate) fn append(&self, payload: &[u8]) -> Result<u64, WalError> {
+        let max_bytes = self.config.record_size_max_bytes;
+        if payload.len() > max_bytes as usize {
+            return Err(WalError::RecordTooLarge {
+                len_bytes: payload.len(),
+                max_bytes,
+            });
+        }
+        let framed_bytes = RECORD_HEADER_SIZE + payload.len();
+        let mut guard = self.queue.lock();
+        // Bounded by the writer: it frees space or fails, and both wake us.
+        loop {
+            if let Some(failure) = self.failure.get() {
+                return Err(failure.clone());
+            }
+            if guard.closed {
+                return Err(WalError::Closed);
+            }
+            let fits = guard.queued_bytes + framed_bytes <= self.config.queue_bytes_max;
+            if fits || guard.queued_bytes == 0 {
+                break;
+            }
+            guard.space_waiters += 1;
+            self.space_free.wait(&mut guard);
+            guard.space_waiters -= 1;
+        }
+        let queue = &mut *guard;
+        let seq = queue.next_seq;
+        let fits_last = queue
+            .batches
+            .back()
+            .is_some_and(|batch| batch.bytes.len() + framed_bytes <= self.config.batch_bytes_max);
+        if !fits_last {
+            let bytes = queue.free.pop().unwrap_or_default();
+            queue.batches.push_back(Batch {
+                bytes,
+                first_seq: seq,
+                last_seq: seq,
+                records: 0,
+            });
+        }
+        let batch = queue.batches.back_mut().expect("a batch was just ensured");
+        debug_assert!(batch.records == 0 || batch.last_seq + 1 == seq);
+        encode_record(seq, payload, &mut batch.bytes);
+        batch.last_seq = seq;
+        batch.records += 1;
+        queue.queued_bytes += framed_bytes;
+        queue.next_seq = seq + 1;
+        self.last_seq.store(seq, Ordering::Release);
+        drop(guard);
+        self.writer_wake.notify_one();
+        Ok(seq)
+    }
+
+    /// The writer takes the oldest batch; `None` once closed and drained,
+    /// or failed.
+    pub(crate) fn next_batch(&self) -> Option<Batch> {
+        let mut queue = self.queue.lock();
+        // Bounded: each wake either returns or re-checks after a notify.
+        loop {
+            if self.failure.get().is_some() {
+                return None;
+            }
+            if let Some(batch) = queue.batches.pop_front() {
+                queue.queued_bytes -= batch.bytes.len();
+                if queue.space_waiters > 0 {
+                    self.space_free.notify_all();
+                }
+                return Some(batch);
+            }
+            if queue.closed {
+                return None;
+            }
+            self.writer_wake.wait(&mut queue);
+        }
+    }
+
+    /// Gives an emptied batch buffer back for reuse.
+    pub(crate) fn recycle(&self, mut bytes: Vec<u8>) {
+        bytes.clear();
+        let mut queue = self.queue.lock();
+        if queue.free.len() < queue.free.capacity() {
+            queue.free.push(bytes);
+        }
+    }
+
+    /// Publishes that every record up to `seq` is durable and wakes waiters.
+    pub(crate) fn publish_durable(&self, seq: u64) {
+        let previous = self.durable_seq.swap(seq, Ordering::AcqRel);
+        assert!(seq > previous, "durable_seq must grow: {previous} -> {seq}");
+        assert!(self.failure.get().is_none(), "no progress after a failure");
+        {
+            let _guard = self.durable_lock.lock();
+            self.durable_changed.notify_all();
+        }
+        self.durable_watch.send_replace(seq);
+    }
+
+    /// Enters the failed state (once) and wakes everybody who waits.
+    pub(crate) fn fail(&self, reason: String) -> bool {
+        let first = self
+            .failure
+            .set(WalError::Failed {
+                reason: reason.into(),
+            })
+            .is_ok();
+        {
+            let mut queue = self.queue.lock();
+            // Queued records will never be written: drop them.
+            queue.batches.clear();
+            queue.queued_bytes = 0;
+            self.space_free.notify_all();
+        }
+        {
+            let _guard = self.durable_lock.lock();
+            self.durable_changed.notify_all();
+        }
+        self.durable_watch.send_modify(|_| {});
+        first
+    }
+
+    /// Stops accepting appends; the writer drains the queue, then exits.
+    pub(crate) fn close(&self) {
+        let mut queue = self.queue.lock();
+        queue.closed = true;
+        self.space_free.notify_all();
+        self.writer_wake.notify_one();
+    }
+
+    fn check_assigned(&self, seq: u64) -> Result<(), WalError> {
+        let last_seq = self.last_seq();
+        if seq > last_seq {
+            return Err(WalError::NotAssigned { seq, last_seq });
+        }
+        Ok(())
+    }
+
+    /// Blocks until `seq` is durable or the log failed.
+    pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
+        if seq <= self.durable_seq() {
+            return Ok(());
+        }
+        self.check_assigned(seq)?;
+        let mut guard = self.durable_lock.lock();
+        // Bounded by the writer: every batch or a failure notifies.
+        loop {
+            if seq <= self.durable_seq() {
+                return Ok(());
+            }
+            if let Some(failure) = self.failure.get() {
+                return Err(failure.clone());
+            }
+            self.durable_changed.wait(&mut guard);
+        }
+    }
+
+    /// Waits without blocking a thread; works on any executor.
+    pub(crate) async fn wait_durable_async(&self, seq: u64) -> Result<(), WalError> {
+        if seq <= self.durable_seq() {
+            return Ok(());
+        }
+        self.check_assigned(seq)?;
+        // Subscribe before checking, so no update between check and wait is lost.
+        let mut changes = self.durable_watch.subscribe();
+        loop {
+            if seq <= self.durable_seq() {
+                return Ok(());
+            }
+            if let Some(failure) = self.failure.get() {
+                return Err(failure.clone());
+            }
+            if changes.changed().await.is_err() {
+                return Err(WalError::Closed);
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The public handle of a log: open, append, wait, read, retain, close.
+//!
+//! It exists to tie recovery, the shared queue, the writer thread and the
+//! readers together behind one `Send + Sync` value that the service keeps in
+//! an `Arc`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use parking_lot::Mutex;
+
+use crate::config::WalConfig;
+use crate::error::WalError;
+use crate::reader::WalReader;
+use crate::recovery::recover;
+use crate::shared::Shared;
+use crate::storage::{FsStorage, Storage};
+use crate::writer::Writer;
+
+/// A segmented, group-committed write-ahead log of opaque payloads.
+pub struct Wal {
+    shared: Arc<Shared>,
+    storage: Arc<dyn Storage>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `config.dir` on the real file system.
+    pub fn open(config: WalConfig) -> Result<Wal, WalError> {
+        Wal::open_with_storage(config, Arc::new(FsStorage))
+    }
+
+    /// Opens the log on `storage` (tests use a fault-injecting one).
+    /// Checks every segment, cuts a torn tail of the newest one into a side
+    /// file, syncs what it recovered, and starts the writer thread.
+    pub fn open_with_storage(
+        config: WalConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Wal, WalError> {
+        config.validate()?;
+        let recovered = recover(&config, storage.as_ref())?;
+        let active_path = match recovered.segments.last() {
+            Some(segment) => segment.path.clone(),
+            None => unreachable!("recovery always leaves an active segment"),
+        };
+        let dir = config.dir.clone();
+        let shared = Shared::new(config, recovered.last_seq, recovered.segments);
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            storage: Arc::clone(&storage),
+            active: recovered.active,
+            active_path,
+            active_len_bytes: recovered.active_len_bytes,
+        };
+        let handle = thread::Builder::new()
+            .name("wal-writer".to_string())
+            .spawn(move || writer.run())
+            .map_err(|e| WalError::io("spawn writer thread for", dir, e))?;
+        Ok(Wal {
+            shared,
+            storage,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Queues `payload` under the next sequence number and returns it at
+    /// once. Blocks only while the queue is full; never does I/O, so it can
+    /// be called under a short lock that orders the caller's decisions.
+    pub fn append(&self, payload: &[u8]) -> Result<u64, WalError> {
+        self.shared.append(payload)
+    }
+
+    /// Blocks until record `seq` is durable. Never succeeds for a record
+    /// whose batch failed.
+    pub fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
+        self.shared.wait_durable(seq)
+    }
+
+    /// [`Wal::wait_durable`] without blocking a thread; needs no runtime.
+    pub async fn wait_durable_async(&self, seq: u64) -> Result<(), WalError> {
+        self.shared.wait_durable_async(seq).await
+    }
+
+    /// Every record up to this one is durable (0: none yet).
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable_seq()
+    }
+
+    /// The last sequence number assigned by `append` (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_seq()
+    }
+
+    /// The first retained sequence number (1 until segments are deleted).
+    pub fn first_seq(&self) -> u64 {
+        self.shared
+            .segments
+            .lock()
+            .first()
+            .map_or(1, |segment| segment.first_seq)
+    }
+
+    /// Why the log is failed, if it is.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure().map(|failure| failure.to_string())
+    }
+
+    /// The directory of the segment files.
+    pub fn dir(&self) -> &Path {
+        &self.shared.config.dir
+    }
+
+    /// A reader from `from_seq` (0 means 1) up to the durable end.
+    pub fn read_from(&self, from_seq: u64) -> Result<WalReader, WalError> {
+        WalReader::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.storage),
+            from_seq,
+        )
+    }
+
+    /// Deletes whole segments all of whose records are below `seq` and
+    /// durable; never the active segment. Returns how many were deleted.
+    /// Each deletion is made durable before the next, so a crash can only
+    /// leave the oldest segment behind, never a gap.
+    pub fn delete_segments_before(&self, seq: u64) -> Result<usize, WalError> {
+        let limit = seq.min(self.durable_seq().saturating_add(1));
+        let mut deleted = 0;
+        // Bounded by the number of segments: each iteration removes one.
+        loop {
+            let victim = {
+                let mut segments = self.shared.segments.lock();
+                match segments.get(1) {
+                    Some(next) if next.first_seq <= limit => segments.remove(0),
+                    _ => return Ok(deleted),
+                }
+            };
+            let dir = &self.shared.config.dir;
+            self.storage
+                .remove_file(&victim.path)
+                .map_err(|e| WalError::io("remove", &victim.path, e))?;
+            self.storage
+                .sync_dir(dir)
+                .map_err(|e| WalError::io("fsync dir", dir, e))?;
+            deleted += 1;
+        }
+    }
+
+    /// Stops accepting appends, makes everything queued durable (unless the
+    /// log failed), and stops the writer thread. Idempotent.
+    pub fn close(&self) {
+        self.shared.close();
+        let handle = self.writer.lock().take();
+        if let Some(handle) = handle {
+            // The writer catches its own panics; a join error cannot carry news.
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.config.dir)
+            .field("first_seq", &self.first_seq())
+            .field("durable_seq", &self.durable_seq())
+            .field("last_seq", &self.last_seq())
+            .field("failure", &self.failure())
+            .finish()
+    }
+}

@@ -1,0 +1,116 @@
+//! The one writer thread: group commit.
+//!
+//! It exists because one `fdatasync` for many records is the only way to
+//! make durable appends fast. When it is free it takes the oldest queued
+//! batch (everything appended since the previous batch was taken, up to
+//! `batch_bytes_max`), writes it with one write, syncs it with one
+//! `fdatasync`, and then wakes every waiter of that batch. There is no
+//! timer: a batch is as large as the load made it while the previous one was
+//! being synced.
+//!
+//! Promise: a batch is acknowledged only after its write and sync both
+//! succeeded; after the first failed write or sync nothing is written or
+//! synced again (fsync is never retried: the page cache may already have
+//! dropped the dirty pages), and the log is failed.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::SyncMode;
+use crate::error::WalError;
+use crate::format::SEGMENT_HEADER_SIZE;
+use crate::segment::create_segment;
+use crate::shared::{Batch, Shared};
+use crate::storage::{Storage, WriteFile};
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub storage: Arc<dyn Storage>,
+    pub active: Box<dyn WriteFile>,
+    pub active_path: PathBuf,
+    pub active_len_bytes: u64,
+}
+
+impl Writer {
+    /// Runs until the log is closed and drained, or fails. A panic in here
+    /// fails the log rather than leaving waiters hanging.
+    pub(crate) fn run(self) {
+        let shared = Arc::clone(&self.shared);
+        let result = panic::catch_unwind(AssertUnwindSafe(move || self.run_batches()));
+        if result.is_err() {
+            fail(&shared, "the wal writer thread panicked".to_string());
+        }
+    }
+
+    fn run_batches(mut self) {
+        while let Some(batch) = self.shared.next_batch() {
+            let started = Instant::now();
+            if let Err(error) = self.write_batch(&batch) {
+                fail(&self.shared, error.to_string());
+                return;
+            }
+            let latency = started.elapsed();
+            self.shared.publish_durable(batch.last_seq);
+            if let Some(observer) = &self.shared.config.observer {
+                observer.on_batch(batch.records, batch.bytes.len(), latency);
+            }
+            self.shared.recycle(batch.bytes);
+        }
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), WalError> {
+        debug_assert!(
+            batch.records > 0 && batch.last_seq - batch.first_seq + 1 == batch.records as u64
+        );
+        let batch_len = batch.bytes.len() as u64;
+        let has_records = self.active_len_bytes > SEGMENT_HEADER_SIZE as u64;
+        if has_records
+            && self.active_len_bytes + batch_len > self.shared.config.segment_size_max_bytes
+        {
+            self.rotate(batch.first_seq)?;
+        }
+        let path = &self.active_path;
+        self.active
+            .write_all(&batch.bytes)
+            .map_err(|e| WalError::io("write", path, e))?;
+        self.active_len_bytes += batch_len;
+        if self.shared.config.sync_mode == SyncMode::Fdatasync {
+            self.active
+                .sync_data()
+                .map_err(|e| WalError::io("fdatasync", path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at `first_seq`. The old one is complete and
+    /// synced (every batch is); the new one's header and directory entry are
+    /// durable before the first record goes into it.
+    fn rotate(&mut self, first_seq: u64) -> Result<(), WalError> {
+        let config = &self.shared.config;
+        let (meta, file) = create_segment(
+            self.storage.as_ref(),
+            &config.dir,
+            first_seq,
+            config.sync_mode,
+        )?;
+        self.active = file;
+        self.active_path = meta.path.clone();
+        self.active_len_bytes = SEGMENT_HEADER_SIZE as u64;
+        let mut segments = self.shared.segments.lock();
+        debug_assert!(segments
+            .last()
+            .is_some_and(|last| last.first_seq < first_seq));
+        segments.push(meta);
+        Ok(())
+    }
+}
+
+fn fail(shared: &Shared, reason: String) {
+    if shared.fail(reason.clone()) {
+        if let Some(observer) = &shared.config.observer {
+            observer.on_failed(&reason);
+        }
+    }
+}
