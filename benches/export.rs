@@ -63,12 +63,16 @@ impl BenchDatabase {
             std::env::var("FLASHSALE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
         let admin = connect(&url).await;
         let name = format!("flashsale_bench_{}", std::process::id());
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-            ))
-            .await
-            .expect("create the bench database");
+        // Two statements: DROP/CREATE DATABASE refuse to share a transaction.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .await
+                .expect("create the bench database");
+        }
         let (base, _) = url.rsplit_once('/').expect("URL with a database name");
         let mut client = connect(&format!("{base}/{name}")).await;
         migrate(&mut client).await.expect("migrate");

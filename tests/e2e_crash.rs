@@ -20,7 +20,7 @@ const ITEMS: u32 = 200;
 const LOAD_BEFORE_KILL: Duration = Duration::from_millis(700);
 
 /// What clients were told, answer by answer.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Ledger {
     /// code -> the body of the acknowledged purchase.
     purchases: BTreeMap<String, Value>,
@@ -160,7 +160,8 @@ async fn acknowledged_carts_and_purchases_survive_kill_9() {
     let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
     for cycle in 0..CRASH_CYCLES {
         let server = Server::start(dir.path(), &args);
-        verify(&server, &ledger.lock()).await;
+        let acknowledged = ledger.lock().clone();
+        verify(&server, &acknowledged).await;
         let sale = server.active_sale_id().await;
         let deadline = Instant::now() + LOAD_BEFORE_KILL * 3;
         let tasks: Vec<_> = (0..CLIENTS_PER_CYCLE)
@@ -187,7 +188,7 @@ async fn acknowledged_carts_and_purchases_survive_kill_9() {
         audit(&ledger, 10);
     }
     let server = Server::start(dir.path(), &args);
-    let ledger = ledger.lock();
+    let ledger = ledger.lock().clone();
     verify(&server, &ledger).await;
     assert!(
         ledger.purchases.len() > 10,

@@ -81,6 +81,8 @@ pub struct RunResult {
     pub latency_us_max: u64,
     pub answered: u64,
     pub transport_errors: u64,
+    /// Open loop only: lateness of sends after their intended time (see `Stats::send_lag_us`).
+    pub send_lag_us: Option<Latencies>,
     pub audit_status: String,
     pub scenario: String,
     pub mode: String,
@@ -106,6 +108,7 @@ pub struct RunResult {
 
 /// The figures a `RunResult` takes from the merged stats.
 pub struct Figures {
+    pub send_lag: Option<Latencies>,
     pub endpoints: BTreeMap<String, EndpointResult>,
     pub all: Latencies,
     pub answered: u64,
@@ -131,7 +134,9 @@ pub fn figures(stats: &Stats, elapsed_seconds: f64) -> Figures {
             );
         }
     }
+    let send_lag = (!stats.send_lag_us.is_empty()).then(|| Latencies::of(&stats.send_lag_us));
     Figures {
+        send_lag,
         endpoints,
         all: Latencies::of(&all),
         answered,
@@ -176,6 +181,20 @@ pub fn table(result: &RunResult) -> String {
         milliseconds(result.latency_us_p999),
         milliseconds(result.latency_us_max),
     );
+    if let Some(lag) = &result.send_lag_us {
+        let _ = writeln!(
+            out,
+            "{:<11} {:>10} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  (send lag: part of the latencies above)",
+            "send lag",
+            "",
+            "",
+            milliseconds(lag.p50),
+            milliseconds(lag.p90),
+            milliseconds(lag.p99),
+            milliseconds(lag.p999),
+            milliseconds(lag.max),
+        );
+    }
     for (name, endpoint) in &result.endpoints {
         let statuses = joined(&endpoint.status_counts);
         let errors = joined(&endpoint.error_counts);

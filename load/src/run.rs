@@ -115,6 +115,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunResult> {
         latency_us_max: figures.all.max,
         answered: figures.answered,
         transport_errors: figures.transport_errors,
+        send_lag_us: figures.send_lag,
         audit_status,
         scenario: format!("{:?}", config.scenario).to_lowercase(),
         mode: if config.rate_per_second.is_some() {

@@ -65,6 +65,11 @@ pub fn error_code_index(code: Option<&str>) -> usize {
     }
 }
 
+fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)
+        .expect("constant histogram bounds are valid")
+}
+
 /// Outcomes of one endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointStats {
@@ -78,10 +83,8 @@ pub struct EndpointStats {
 
 impl EndpointStats {
     fn new() -> Self {
-        let latency_us = Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)
-            .expect("constant histogram bounds are valid");
         Self {
-            latency_us,
+            latency_us: new_latency_histogram(),
             status_counts: Box::new([0; 600]),
             error_counts: [0; ERROR_CODES.len()],
             transport_errors: 0,
@@ -114,6 +117,11 @@ impl EndpointStats {
 #[derive(Debug, Clone)]
 pub struct Stats {
     pub endpoints: [EndpointStats; 3],
+    /// Open loop only: how late each request left after its intended send
+    /// time. Part of every latency figure, and mostly the generator's (or the
+    /// machine's) doing, not the server's: when it is near the latency
+    /// figures, those measure the load generator.
+    pub send_lag_us: Histogram<u64>,
 }
 
 impl Default for Stats {
@@ -124,6 +132,7 @@ impl Default for Stats {
                 EndpointStats::new(),
                 EndpointStats::new(),
             ],
+            send_lag_us: new_latency_histogram(),
         }
     }
 }
@@ -161,10 +170,16 @@ impl Stats {
         self.endpoints[endpoint as usize].transport_errors += 1;
     }
 
+    pub fn record_send_lag(&mut self, lag: Duration) {
+        self.send_lag_us.saturating_record(latency_us(lag));
+    }
+
     pub fn merge(&mut self, other: &Stats) {
         for (mine, theirs) in self.endpoints.iter_mut().zip(other.endpoints.iter()) {
             mine.merge(theirs);
         }
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.send_lag_us.add(&other.send_lag_us);
     }
 }
 

@@ -154,6 +154,7 @@ impl Worker {
                 },
                 () = tokio::time::sleep_until(drain_end.into()) => break,
             };
+            self.session.stats.record_send_lag(intended.elapsed());
             self.request_once(intended).await;
         }
         let mut unsent_count = 0;
