@@ -128,6 +128,25 @@ cargo build --release -p flashsale-load >&2
 server_built=yes
 cargo build --release -p flashsale --bin flashsale >&2 || server_built=no
 
+# Other work on the machine distorts every figure: measure how busy the CPUs
+# are for a second before the runs (from /proc/stat) and say so if they are.
+cpu_busy_percent() {
+  local _label user nice system idle iowait irq softirq steal _rest total_1 idle_1
+  read -r _label user nice system idle iowait irq softirq steal _rest </proc/stat
+  total_1=$((user + nice + system + idle + iowait + irq + softirq + steal)) idle_1=$((idle + iowait))
+  sleep 1
+  read -r _label user nice system idle iowait irq softirq steal _rest </proc/stat
+  local total=$((user + nice + system + idle + iowait + irq + softirq + steal - total_1))
+  local idle_delta=$((idle + iowait - idle_1))
+  echo $((total > 0 ? 100 * (total - idle_delta) / total : 0))
+}
+busy_before=$(cpu_busy_percent 2>/dev/null || echo 0)
+busy=no
+if ((busy_before > 20)); then
+  busy=yes
+  log "warning: the CPUs were ${busy_before}% busy before the runs: other work will distort the numbers"
+fi
+
 bare="" none="" durable="" redis=""
 fixed_rate="" fixed_target="" fixed_p50="" fixed_p99="" fixed_p999="" audit_status="not run"
 
@@ -187,13 +206,14 @@ fixed_p999=$(json_number "$OUT_DIR/fixed-rate.json" latency_us_p999)
 audit_failed=no
 if [[ -n "$durable" && "$AUDIT_SECONDS" -gt 0 ]]; then
   log "flashsale-sync-on: realistic mix for ${AUDIT_SECONDS}s, then the audit"
-  if "$LOAD" --target "http://127.0.0.1:$port" --scenario realistic --duration-seconds "$AUDIT_SECONDS" \
-    --threads "$LOAD_THREADS" --no-progress --out "$OUT_DIR/audit.json" >&2; then
-    audit_status=passed
-  else
-    audit_status=failed
-    audit_failed=yes
-  fi
+  audit_exit=0
+  "$LOAD" --target "http://127.0.0.1:$port" --scenario realistic --duration-seconds "$AUDIT_SECONDS" \
+    --threads "$LOAD_THREADS" --no-progress --out "$OUT_DIR/audit.json" >&2 || audit_exit=$?
+  case $audit_exit in
+    0) audit_status=$(sed -n 's/^  "audit_status": "\(.*\)",$/\1/p' "$OUT_DIR/audit.json") ;;
+    1) audit_status=failed audit_failed=yes ;;
+    *) audit_status="the audited run could not be done (exit $audit_exit)" audit_failed=yes ;;
+  esac
 fi
 stop_server
 
@@ -247,7 +267,8 @@ none_over_bare=$(ratio "$none" "$bare")
 {
   printf '{\n  "duration_seconds": %s,\n  "connections": %s,\n  "load_threads": %s,\n' \
     "$DURATION_SECONDS" "$CONNECTIONS" "$LOAD_THREADS"
-  printf '  "cores": %s,\n  "configs": [\n' "$(nproc 2>/dev/null || echo null)"
+  printf '  "cores": %s,\n  "cpu_busy_percent_before": %s,\n  "configs": [\n' \
+    "$(nproc 2>/dev/null || echo null)" "$busy_before"
   first=yes
   for pair in "bare-actix:$bare" "flashsale-sync-none:$none" "flashsale-sync-on:$durable" \
     "redis-lua-appendfsync-always:$redis"; do
@@ -273,13 +294,21 @@ none_over_bare=$(ratio "$none" "$bare")
 } >"$OUT_DIR/compare.csv"
 "$LOAD" plot "$OUT_DIR/compare.json" "$OUT_DIR/compare.svg" >/dev/null || true
 
-show() { if [[ -n "$1" ]]; then printf '%.0f' "$1"; else printf 'not measured'; fi; }
+show() { if [[ -n "$1" ]]; then printf '%.0f req/s' "$1"; else printf 'not measured'; fi; }
+cpu_of() { # the load generator's CPU in a run, if that run happened
+  if [[ -f "$OUT_DIR/$1.json" && -n "$2" ]]; then
+    printf '  (load generator %.0f%% of a core)' "$(json_number "$OUT_DIR/$1.json" generator_cpu_percent_of_one_core)"
+  fi
+}
 echo
 echo "checkout throughput, ${CONNECTIONS} connections, ${DURATION_SECONDS}s each ($(nproc 2>/dev/null || echo '?') cores, loopback)"
-printf '  %-30s %s req/s\n' "bare actix (ceiling)" "$(show "$bare")"
-printf '  %-30s %s req/s\n' "flashsale, fsync off" "$(show "$none")"
-printf '  %-30s %s req/s\n' "flashsale, fsync on" "$(show "$durable")"
-printf '  %-30s %s req/s\n' "redis lua, appendfsync always" "$(show "$redis")"
+printf '  %-30s %s%s\n' "bare actix (ceiling)" "$(show "$bare")" "$(cpu_of bare-actix "$bare")"
+printf '  %-30s %s%s\n' "flashsale, fsync off" "$(show "$none")" "$(cpu_of flashsale-sync-none "$none")"
+printf '  %-30s %s%s\n' "flashsale, fsync on" "$(show "$durable")" "$(cpu_of flashsale-sync-on "$durable")"
+printf '  %-30s %s\n' "redis lua, appendfsync always" "$(show "$redis")"
+if [[ "$busy" == yes ]]; then
+  echo "warning: the CPUs were ${busy_before}% busy with other work before the runs: numbers are noisy"
+fi
 echo "ratios (goals: durable/bare >= 0.7, durable/redis >= 1.0)"
 printf '  durable/bare  %s\n  durable/redis %s\n  none/bare     %s\n' \
   "${durable_over_bare:-n/a}" "${durable_over_redis:-n/a}" "${none_over_bare:-n/a}"

@@ -1,9 +1,13 @@
 //! Engine benchmarks without HTTP or disk: the claim alone (one `fetch_or`
 //! per item, two threads on the same words), then whole checkouts and
-//! purchases against a journal that only counts. Before them, one
-//! measurement of resident memory per user with an open cart.
+//! purchases against a journal that only counts. Before them, resident
+//! memory per user at several user counts: the memory budget is a promise
+//! about a whole sale, so it must hold at every size, not at one lucky
+//! point of the hash tables' growth.
 //!
-//! Run: `cargo bench --bench engine` (about a minute).
+//! Run: `cargo bench --bench engine` (a few minutes);
+//! `FLASHSALE_BENCH_MEMORY_ONLY=1 cargo bench --bench engine` for the
+//! memory report alone.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +24,14 @@ use flashsale::journal::{Journal, JournalError, Record};
 const ITEMS: u32 = 1_000_000;
 /// Distinct users the engine benchmarks cycle through.
 const USERS: u32 = 100_000;
-/// Users holding a cart in the memory measurement.
-const MEMORY_USERS: u32 = 1_000_000;
+/// User counts of the memory report. Each is measured in a fresh process:
+/// memory freed by a previous count would otherwise be reused and hide
+/// what the next one needs.
+const MEMORY_USERS_COUNTS: [u32; 4] = [500_000, 1_000_000, 1_500_000, 2_000_000];
+/// Set in a child process: measure this many users, print, exit.
+const MEMORY_USERS_ENV: &str = "FLASHSALE_BENCH_MEMORY_USERS";
+/// Set (to anything) to skip the timed benchmarks.
+const MEMORY_ONLY_ENV: &str = "FLASHSALE_BENCH_MEMORY_ONLY";
 
 /// A journal that numbers records and forgets them.
 #[derive(Default)]
@@ -161,30 +171,65 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
-/// Resident memory added by `MEMORY_USERS` users with a one-item cart each.
-fn report_memory_per_user() {
-    let user_ids = users(MEMORY_USERS);
-    let (engine, sale) = engine(MEMORY_USERS);
+/// Resident memory added by `users_count` users with a one-item cart each,
+/// then by each of them purchasing it (users past `ITEMS` find their item
+/// sold, so some purchases buy and some fail: both are stored results).
+fn measure_memory(users_count: u32) {
+    let user_ids = users(users_count);
+    let (engine, sale) = engine(users_count);
     let before = resident_bytes();
-    for (n, user) in user_ids.iter().enumerate() {
-        let item = ItemId {
-            sale,
-            index: n as u32 % ITEMS,
-        };
-        engine.checkout(user, item).unwrap().answer.unwrap();
+    let codes: Vec<_> = user_ids
+        .iter()
+        .enumerate()
+        .map(|(n, user)| {
+            let item = ItemId {
+                sale,
+                index: n as u32 % ITEMS,
+            };
+            engine.checkout(user, item).unwrap().answer.unwrap().code
+        })
+        .collect();
+    // The codes' own vector is the bench's, not the engine's.
+    let codes_bytes = (codes.capacity() * std::mem::size_of_val(&codes[0])) as u64;
+    let carts = resident_bytes().saturating_sub(before + codes_bytes);
+    for code in codes.iter().copied() {
+        engine.purchase(code).unwrap().answer.unwrap();
     }
-    let after = resident_bytes();
-    let per_user = after.saturating_sub(before) / u64::from(MEMORY_USERS);
+    let purchased = resident_bytes().saturating_sub(before + codes_bytes);
+    let per_user = |bytes: u64| bytes / u64::from(users_count);
     println!(
-        "memory: {} MiB resident added by {MEMORY_USERS} users with a one-item cart: \
-         {per_user} bytes per user",
-        after.saturating_sub(before) / (1024 * 1024)
+        "memory: {users_count:>9} users: one-item carts {:>4} MiB = {:>3} bytes/user; \
+         after purchasing them {:>4} MiB = {:>3} bytes/user",
+        carts >> 20,
+        per_user(carts),
+        purchased >> 20,
+        per_user(purchased),
     );
     drop(engine);
 }
 
+/// Runs `measure_memory` for every count, each in a child process.
+fn report_memory_per_user() {
+    let exe = std::env::current_exe().expect("the bench knows its own path");
+    for users_count in MEMORY_USERS_COUNTS {
+        let output = std::process::Command::new(&exe)
+            .env(MEMORY_USERS_ENV, users_count.to_string())
+            .output()
+            .expect("the bench can run itself");
+        assert!(output.status.success(), "memory child failed: {output:?}");
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+    }
+}
+
 fn main() {
+    if let Some(users_count) = std::env::var(MEMORY_USERS_ENV).ok() {
+        measure_memory(users_count.parse().expect("a user count"));
+        return;
+    }
     report_memory_per_user();
+    if std::env::var_os(MEMORY_ONLY_ENV).is_some() {
+        return;
+    }
     let mut criterion = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))

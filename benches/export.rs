@@ -8,13 +8,15 @@
 //!
 //! Run: `cargo bench --bench export`. Criterion reports `thrpt` in rows/s
 //! (elements/s); each measured iteration writes `ROWS` rows in one
-//! transaction into an empty table (the truncate is not timed).
+//! transaction into an empty table (the truncate is not timed). Also
+//! measured: the client's share of COPY (encoding only, no PostgreSQL) and,
+//! for scale, one INSERT statement per row on `SINGLE_ROW_INSERT_ROWS` rows.
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use flashsale::export::copy::copy_rows;
+use flashsale::export::copy::{copy_rows, CopyEncoder, CopyRow};
 use flashsale::export::rows::CheckoutAttemptRow;
 use flashsale::export::schema::migrate;
 use tokio::runtime::Runtime;
@@ -27,6 +29,8 @@ const ROWS: usize = 200_000;
 /// Rows per INSERT statement: 7 parameters each, well below PostgreSQL's
 /// 65,535 parameters per statement.
 const INSERT_ROWS_PER_STATEMENT: usize = 1_000;
+/// Rows per measured iteration of the one-row-per-statement baseline.
+const SINGLE_ROW_INSERT_ROWS: usize = 10_000;
 
 fn checkout_rows() -> Vec<CheckoutAttemptRow> {
     let sale_start_ms = 1_795_291_200_000;
@@ -126,16 +130,17 @@ fn insert_statement_sql(rows: usize) -> String {
     )
 }
 
-async fn write_with_insert(
+async fn write_with_insert_statement(
     client: &mut Client,
     statement: &Statement,
+    rows_per_statement: usize,
     rows: &[CheckoutAttemptRow],
     ats: &[DateTime<Utc>],
 ) {
     let transaction = client.transaction().await.expect("begin");
     for (chunk, chunk_ats) in rows
-        .chunks(INSERT_ROWS_PER_STATEMENT)
-        .zip(ats.chunks(INSERT_ROWS_PER_STATEMENT))
+        .chunks(rows_per_statement)
+        .zip(ats.chunks(rows_per_statement))
     {
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 7);
         for (row, at) in chunk.iter().zip(chunk_ats) {
@@ -193,6 +198,20 @@ fn export_throughput(c: &mut Criterion) {
             })
         })
     });
+    // The client's share of the COPY: encoding alone, no PostgreSQL.
+    group.bench_function("binary_copy_encode_only", |b| {
+        b.iter(|| {
+            let mut encoder = CopyEncoder::new(CheckoutAttemptRow::COLUMNS.len());
+            let mut bytes = 0;
+            for row in &rows {
+                encoder.push(row);
+                if let Some(chunk) = encoder.take_full_chunk() {
+                    bytes += chunk.len();
+                }
+            }
+            bytes + encoder.finish().0.len()
+        })
+    });
     group.bench_function("batched_insert_1000_rows", |b| {
         b.iter_custom(|iterations| {
             runtime.block_on(async {
@@ -200,7 +219,42 @@ fn export_throughput(c: &mut Criterion) {
                 for _ in 0..iterations {
                     truncate(&db.client).await;
                     let started = Instant::now();
-                    write_with_insert(&mut db.client, &insert, &rows, &ats).await;
+                    write_with_insert_statement(
+                        &mut db.client,
+                        &insert,
+                        INSERT_ROWS_PER_STATEMENT,
+                        &rows,
+                        &ats,
+                    )
+                    .await;
+                    measured += started.elapsed();
+                }
+                measured
+            })
+        })
+    });
+    group.finish();
+
+    // The naive exporter for scale: one INSERT statement per row (prepared,
+    // one transaction), on fewer rows so the run stays short.
+    let single = runtime
+        .block_on(db.client.prepare(&insert_statement_sql(1)))
+        .expect("prepare");
+    let few_rows = &rows[..SINGLE_ROW_INSERT_ROWS];
+    let mut group = c.benchmark_group("export_checkout_rows_single");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(SINGLE_ROW_INSERT_ROWS as u64));
+    group.bench_function("single_row_insert", |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut measured = Duration::ZERO;
+                for _ in 0..iterations {
+                    truncate(&db.client).await;
+                    let started = Instant::now();
+                    write_with_insert_statement(&mut db.client, &single, 1, few_rows, &ats).await;
                     measured += started.elapsed();
                 }
                 measured

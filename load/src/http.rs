@@ -55,6 +55,13 @@ pub struct Connection {
     pub connects_count: u64,
 }
 
+/// Why an exchange failed: before any byte of the answer (retryable on a
+/// reused connection), or later (timeouts included: never retried).
+enum Failure {
+    BeforeAnswer(anyhow::Error),
+    Other(anyhow::Error),
+}
+
 /// Where the body of a parsed response lies in the buffer.
 enum BodyFraming {
     Length { start: usize, length: usize },
@@ -77,33 +84,55 @@ impl Connection {
     /// Sends one request and reads its answer, within the connection's
     /// timeout. On any error the connection is dropped, so the next request
     /// starts on a fresh one instead of reading a stale answer.
+    ///
+    /// A kept-alive connection the server closed while it was idle fails
+    /// before a single byte of answer arrives; then the request is sent once
+    /// more on a fresh connection. That is safe: the server never saw it, and
+    /// checkout and purchase are idempotent by the SPEC anyway.
     pub async fn send(
         &mut self,
         method: Method,
         path_and_query: &str,
     ) -> anyhow::Result<Response<'_>> {
-        let outcome =
-            tokio::time::timeout(self.timeout, self.exchange(method, path_and_query)).await;
-        match outcome {
-            Ok(Ok((status, range, keep_alive))) => {
-                if !keep_alive {
-                    self.stream = None;
-                }
-                let body = match range {
-                    Some((start, end)) => &self.buffer[start..end],
-                    None => &self.body_decoded[..],
-                };
-                Ok(Response { status, body })
-            }
-            Ok(Err(error)) => {
-                self.stream = None;
-                Err(error)
-            }
-            Err(_elapsed) => {
-                self.stream = None;
-                bail!("timeout after {} ms", self.timeout.as_millis())
+        let reused = self.stream.is_some();
+        let mut outcome = self.exchange_within_timeout(method, path_and_query).await;
+        if let Err(Failure::BeforeAnswer(_)) = &outcome {
+            if reused {
+                outcome = self.exchange_within_timeout(method, path_and_query).await;
             }
         }
+        let (status, range, keep_alive) = match outcome {
+            Ok(parts) => parts,
+            Err(Failure::BeforeAnswer(error) | Failure::Other(error)) => return Err(error),
+        };
+        if !keep_alive {
+            self.stream = None;
+        }
+        let body = match range {
+            Some((start, end)) => &self.buffer[start..end],
+            None => &self.body_decoded[..],
+        };
+        Ok(Response { status, body })
+    }
+
+    async fn exchange_within_timeout(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+    ) -> Result<(u16, Option<(usize, usize)>, bool), Failure> {
+        let outcome =
+            tokio::time::timeout(self.timeout, self.exchange(method, path_and_query)).await;
+        let failure = match outcome {
+            Ok(Ok(parts)) => return Ok(parts),
+            Ok(Err(error)) if self.buffer.is_empty() => Failure::BeforeAnswer(error),
+            Ok(Err(error)) => Failure::Other(error),
+            Err(_elapsed) => Failure::Other(anyhow::anyhow!(
+                "timeout after {} ms",
+                self.timeout.as_millis()
+            )),
+        };
+        self.stream = None;
+        Err(failure)
     }
 
     /// Writes the request and reads the answer. Returns the status, the body
@@ -115,6 +144,7 @@ impl Connection {
         path_and_query: &str,
     ) -> anyhow::Result<(u16, Option<(usize, usize)>, bool)> {
         self.encode_request(method, path_and_query);
+        self.buffer.clear();
         if self.stream.is_none() {
             let stream = TcpStream::connect(self.target.address)
                 .await
@@ -301,5 +331,47 @@ mod tests {
             None
         );
         assert!(decode_chunked(b"zz\r\n", &mut out).is_err());
+    }
+
+    /// A server that answers one request per connection and then closes it,
+    /// like a server closing idle keep-alive connections.
+    async fn one_answer_per_connection_server() -> anyhow::Result<Target> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
+                let _ = stream.write_all(answer).await;
+            }
+        });
+        Ok(Target {
+            address,
+            host_header: address.to_string(),
+        })
+    }
+
+    #[tokio::test]
+    async fn request_on_a_connection_the_server_closed_is_sent_again() -> anyhow::Result<()> {
+        let target = one_answer_per_connection_server().await?;
+        let mut connection = Connection::new(target, Duration::from_secs(5));
+        for _ in 0..3 {
+            let response = connection
+                .send(Method::Post, "/checkout?user_id=u&id=1-1")
+                .await?;
+            assert_eq!(response.status, 200);
+            assert_eq!(response.body, b"{\"a\":1}");
+            // Let the server's close reach us, as an idle close would.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            connection.connects_count, 3,
+            "one fresh connection per request"
+        );
+        Ok(())
     }
 }

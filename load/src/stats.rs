@@ -118,9 +118,10 @@ impl EndpointStats {
 pub struct Stats {
     pub endpoints: [EndpointStats; 3],
     /// Open loop only: how late each request left after its intended send
-    /// time. Part of every latency figure, and mostly the generator's (or the
-    /// machine's) doing, not the server's: when it is near the latency
-    /// figures, those measure the load generator.
+    /// time: the pacer's and the generator's wake-up delays, plus waiting for
+    /// the connection's previous answer. It is part of every latency figure;
+    /// when it is high while the connections are idle (low rate), the latency
+    /// figures measure the generator or a busy machine, not the server.
     pub send_lag_us: Histogram<u64>,
 }
 

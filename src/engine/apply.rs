@@ -9,9 +9,16 @@
 //! record's sequence number, so a damaged or foreign log stops the start.
 //! Records of sales that already left retention are skipped: the running
 //! engine had dropped them too.
+//!
+//! Codes name their owner's slot (`codes`), and the running engine creates
+//! a user's slot under the stripe's lock right after appending the user's
+//! first `Added` record, so replay in sequence order gives every user the
+//! same slot. Replay checks this for every code it meets: a code naming
+//! another slot means the log and the engine disagree (a foreign log, or a
+//! changed stripe hash or code layout) and stops the start, because
+//! carrying on would leave codes that name the wrong user or nobody.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
 use crate::journal::{
@@ -20,8 +27,9 @@ use crate::journal::{
 };
 use crate::recovery::{AuditError, AuditReport, RecoveryError};
 
-use super::codes::StoredPurchase;
+use super::codes::{self, StoredPurchase};
 use super::sales::SaleState;
+use super::users::{UserState, UserStripe};
 use super::Engine;
 
 /// What `Engine::apply` did with a record.
@@ -82,27 +90,34 @@ impl Engine {
             .ok_or_else(|| bad(format!("item {item} added for user {user} without a code")))?;
         let sale = self.sales.get_or_insert(sale_id);
         let mut stripe = sale.users.lock(user.as_str());
-        let is_new_user = stripe.get(user.as_str()).is_none();
-        let (key, state) = stripe.entry(user.as_str());
-        if is_new_user {
-            sale.users.count_user();
-        }
-        match (opened_cart, state.open_code()) {
-            (true, None) => {
-                state.open_cart(code, item.index);
-                if !sale.codes.insert_open(code, key) {
-                    return Err(bad(format!(
-                        "user {user} opened a cart with code {code}, which is taken"
-                    )));
-                }
+        let slot = match stripe.find(user.as_str()) {
+            Some(slot) => slot,
+            None if opened_cart => replay_new_user(&sale, &mut stripe, user.as_str(), code)
+                .map_err(bad)?,
+            None => {
+                return Err(bad(format!(
+                    "user {user} added item {item} to cart {code}, but has no cart"
+                )))
             }
-            (false, Some(open)) if open == code && !state.cart.contains(item.index) => {
-                state.cart.push(item.index)
+        };
+        let (secret, locator) = codes::split(code);
+        if locator != stripe.locator(slot) {
+            return Err(bad(format!(
+                "code {code} of user {user} names {locator}, but the user is in {}",
+                stripe.locator(slot)
+            )));
+        }
+        let open = stripe.open_code(slot);
+        let state = stripe.user_mut(slot);
+        match (opened_cart, open) {
+            (true, None) if state.purchase(secret).is_none() => state.open_cart(secret, item.index),
+            (false, Some(open)) if open == code && !state.cart_contains(item.index) => {
+                state.cart_push(item.index)
             }
             (_, open) => {
                 return Err(bad(format!(
                     "user {user} added item {item} to cart {code} (opened: {opened_cart}), \
-                     but the open cart is {open:?}"
+                     but the open cart is {open:?} (or the code was purchased)"
                 )))
             }
         }
@@ -124,28 +139,26 @@ impl Engine {
         }
         let sale = self.sales.get_or_insert(sale_id);
         let mut stripe = sale.users.lock(user_text);
-        let state = stripe
-            .get_mut(user_text)
-            .filter(|state| state.open_code() == Some(code))
-            .ok_or_else(|| {
-                bad(format!(
-                    "user {user_text} has no open cart {code} to purchase"
-                ))
-            })?;
-        let recorded: Vec<u32> = record.items.iter().map(|i| i.item_index).collect();
-        if recorded != state.cart.to_vec() {
+        let slot = stripe.find(user_text);
+        // All 128 bits: the secret and the locator of the user's slot.
+        let Some(slot) = slot.filter(|&slot| stripe.open_code(slot) == Some(code)) else {
             return Err(bad(format!(
-                "purchase of {code} by {user_text} lists items {recorded:?}, the cart holds {:?}",
-                state.cart.to_vec()
+                "user {user_text} has no open cart {code} to purchase"
+            )));
+        };
+        let state = stripe.user_mut(slot);
+        let recorded: Vec<u32> = record.items.iter().map(|i| i.item_index).collect();
+        let cart: Vec<u32> = state.cart().collect();
+        if recorded != cart {
+            return Err(bad(format!(
+                "purchase of {code} by {user_text} lists items {recorded:?}, the cart holds {cart:?}"
             )));
         }
-        let bought: Vec<u32> = record
+        let bought = record
             .items
             .iter()
-            .filter(|i| i.outcome == ItemOutcome::Bought)
-            .map(|i| i.item_index)
-            .collect();
-        for &index in &bought {
+            .filter(|i| i.outcome == ItemOutcome::Bought);
+        for index in bought.map(|i| i.item_index) {
             sale.inventory
                 .claim_for_replay(index, seq)
                 .map_err(|earlier| {
@@ -158,16 +171,12 @@ impl Engine {
                     ))
                 })?;
         }
-        state.close_cart(u16::try_from(bought.len()).unwrap_or(u16::MAX));
-        let stored = StoredPurchase {
+        let (secret, _) = codes::split(code);
+        state.close_cart(StoredPurchase {
+            secret,
             items: record.items.clone().into(),
             seq,
-        };
-        if !sale.codes.store_purchase(code, stored) {
-            return Err(bad(format!(
-                "code {code} of user {user_text} is not an open cart"
-            )));
-        }
+        });
         Ok(Applied::Changed)
     }
 
@@ -198,40 +207,14 @@ impl Engine {
                 "{bits_set} sold bits set, but {items_sold} items counted sold"
             )));
         }
-        // Which purchase bought each item, and how many each user bought.
-        let mut bought_by: HashMap<u32, (u64, Arc<str>)> = HashMap::new();
-        let mut bought_per_user: HashMap<Arc<str>, u32> = HashMap::new();
-        let mut open_codes: HashMap<Arc<str>, CheckoutCode> = HashMap::new();
+        // Which purchase (its seq) bought each item.
+        let mut bought_by: HashMap<u32, u64> = HashMap::new();
         let mut report = AuditReport::default();
-        let mut duplicate = None;
-        sale.codes.for_each(|code, entry| {
-            let Some(purchase) = &entry.purchase else {
-                open_codes.insert(Arc::clone(&entry.user), code);
-                return;
-            };
-            report.purchases += 1;
-            for bought in purchase
-                .items
-                .iter()
-                .filter(|i| i.outcome == ItemOutcome::Bought)
-            {
-                *bought_per_user.entry(Arc::clone(&entry.user)).or_default() += 1;
-                let previous =
-                    bought_by.insert(bought.item_index, (purchase.seq, Arc::clone(&entry.user)));
-                if let Some((earlier, _)) = previous {
-                    duplicate = Some((bought.item_index, earlier, purchase.seq));
-                }
-            }
-        });
-        if let Some((index, earlier, later)) = duplicate {
-            return Err(fail(format!(
-                "item {} bought by records {earlier} and {later}",
-                item(index)
-            )));
-        }
+        self.audit_users(sale, &mut bought_by, &mut report)
+            .map_err(fail)?;
         for (index, seq) in inventory.claims() {
             match (seq, bought_by.get(&index)) {
-                (Some(seq), Some((bought_seq, _))) if seq == *bought_seq => {}
+                (Some(seq), Some(&bought_seq)) if seq == bought_seq => {}
                 (seq, bought) => {
                     return Err(fail(format!(
                         "item {} is sold by claim record {seq:?}, but bought by {bought:?}",
@@ -251,53 +234,81 @@ impl Engine {
             )));
         }
         report.items_sold = u64::from(bits_set);
-        self.audit_users(sale, &bought_per_user, &mut open_codes, &mut report)
-            .map_err(fail)?;
-        if let Some((user, code)) = open_codes.into_iter().next() {
-            return Err(fail(format!(
-                "code {code} names an open cart of {user}, who has none"
-            )));
-        }
         Ok(report)
     }
 
-    /// Checks every user of `sale`; removes the users' codes from
-    /// `open_codes`, so what remains names carts nobody has.
+    /// Checks every stripe and user of `sale`, and fills `bought_by` with
+    /// the items the users' stored purchases bought.
     fn audit_users(
         &self,
         sale: &SaleState,
-        bought_per_user: &HashMap<Arc<str>, u32>,
-        open_codes: &mut HashMap<Arc<str>, CheckoutCode>,
+        bought_by: &mut HashMap<u32, u64>,
         report: &mut AuditReport,
     ) -> Result<(), String> {
-        let limit = self.config.user_limit;
         let mut problem = None;
-        sale.users.for_each(|user, state| {
-            report.users += 1;
-            let purchased = u32::from(state.purchased);
-            let bought = bought_per_user.get(user).copied().unwrap_or(0);
-            let cart_len = state.cart.len() as u32;
-            let open = state.open_code();
-            let indexed = open_codes.remove(user);
-            report.open_carts += u64::from(open.is_some());
-            let why = if purchased > limit {
-                format!("user {user} bought {purchased} items, over the limit {limit}")
-            } else if purchased != bought {
-                format!("user {user} counts {purchased} items bought, the purchases say {bought}")
-            } else if purchased + cart_len > limit {
-                format!("user {user} has {cart_len} items in the cart after buying {purchased}, over the limit {limit}")
-            } else if open != indexed {
-                format!("user {user} has open cart {open:?}, the code index says {indexed:?}")
-            } else {
+        sale.users.for_each_stripe(|stripe| {
+            if problem.is_some() {
                 return;
-            };
-            problem.get_or_insert(why);
+            }
+            let checked = stripe.check().and_then(|()| {
+                stripe.iter().try_for_each(|(_, state)| {
+                    report.users += 1;
+                    report.open_carts += u64::from(state.open_secret().is_some());
+                    report.purchases += state.purchases().len() as u64;
+                    self.audit_user(sale.id, state, bought_by)
+                })
+            });
+            problem = checked.err();
         });
         let counted = u64::from(sale.users.users_count());
-        if counted != report.users {
-            problem.get_or_insert(format!("{counted} users counted, {} held", report.users));
+        if problem.is_none() && counted != report.users {
+            problem = Some(format!("{counted} users counted, {} held", report.users));
         }
         problem.map_or(Ok(()), Err)
+    }
+
+    /// Checks one user's counts, limit and codes, and records in
+    /// `bought_by` what its purchases bought.
+    fn audit_user(
+        &self,
+        sale: SaleId,
+        state: &UserState,
+        bought_by: &mut HashMap<u32, u64>,
+    ) -> Result<(), String> {
+        let (user, limit) = (state.id(), self.config.user_limit);
+        let purchased = u32::from(state.purchased());
+        let cart_len = state.cart_len() as u32;
+        let mut bought = 0u32;
+        let mut secrets: Vec<_> = state.open_secret().into_iter().collect();
+        for purchase in state.purchases() {
+            if secrets.contains(&purchase.secret) {
+                return Err(format!("user {user} holds two codes with one secret"));
+            }
+            secrets.push(purchase.secret);
+            let items = purchase.items.iter();
+            for index in items.filter(|i| i.outcome == ItemOutcome::Bought).map(|i| i.item_index) {
+                bought += 1;
+                if let Some(earlier) = bought_by.insert(index, purchase.seq) {
+                    let item = ItemId { sale, index };
+                    return Err(format!(
+                        "item {item} bought by records {earlier} and {}",
+                        purchase.seq
+                    ));
+                }
+            }
+        }
+        if purchased > limit {
+            return Err(format!("user {user} bought {purchased} items, over the limit {limit}"));
+        }
+        if purchased != bought {
+            return Err(format!(
+                "user {user} counts {purchased} items bought, the purchases say {bought}"
+            ));
+        }
+        if purchased + cart_len > limit {
+            return Err(format!("user {user} has {cart_len} items in the cart after buying {purchased}, over the limit {limit}"));
+        }
+        Ok(())
     }
 
     /// Every held sale with something in it, for tests and diagnostics
@@ -314,23 +325,50 @@ impl Engine {
     }
 }
 
+/// Creates `user` in the next slot of `stripe` during replay, if that is
+/// the slot `code` (the user's first) names.
+fn replay_new_user(
+    sale: &SaleState,
+    stripe: &mut UserStripe,
+    user: &str,
+    code: CheckoutCode,
+) -> Result<u32, String> {
+    let (_, locator) = codes::split(code);
+    let next = stripe.next_slot().map(|slot| stripe.locator(slot));
+    if next != Some(locator) {
+        return Err(format!(
+            "user {user}'s first code {code} names {locator}, but replay puts the user in \
+             {next:?}: the log and the engine disagree on where users live"
+        ));
+    }
+    sale.users.count_user();
+    Ok(stripe.push(user))
+}
+
 fn sale_snapshot(sale: &SaleState) -> SaleSnapshot {
     let mut users = BTreeMap::new();
-    sale.users.for_each(|user, state| {
-        let open_cart = state.open_code().map(|code| (code, state.cart.to_vec()));
-        let snapshot = UserSnapshot {
-            purchased: state.purchased,
-            open_cart,
-        };
-        users.insert(user.to_string(), snapshot);
-    });
     let mut codes = BTreeMap::new();
-    sale.codes.for_each(|code, entry| {
-        let purchase = entry.purchase.as_ref().map(|p| StoredPurchaseSnapshot {
-            items: p.items.to_vec(),
-            seq: p.seq,
-        });
-        codes.insert(code, (entry.user.to_string(), purchase));
+    sale.users.for_each_stripe(|stripe| {
+        for (slot, state) in stripe.iter() {
+            let user = state.id().to_string();
+            let open_cart = stripe.open_code(slot).map(|code| (code, state.cart().collect()));
+            if let Some((code, _)) = &open_cart {
+                codes.insert(*code, (user.clone(), None));
+            }
+            for purchase in state.purchases() {
+                let snapshot = StoredPurchaseSnapshot {
+                    items: purchase.items.to_vec(),
+                    seq: purchase.seq,
+                };
+                let code = stripe.code(slot, purchase.secret);
+                codes.insert(code, (user.clone(), Some(snapshot)));
+            }
+            let snapshot = UserSnapshot {
+                purchased: state.purchased(),
+                open_cart,
+            };
+            users.insert(user, snapshot);
+        }
     });
     SaleSnapshot {
         sold: sale.inventory.claims(),

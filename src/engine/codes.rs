@@ -1,147 +1,149 @@
-//! The checkout codes of one sale: which user's cart a code names, and for a
-//! purchased cart the stored result, so that a repeated purchase gets the
-//! same answer (also after a restart: replay stores it again).
+//! Checkout codes: what the 128 bits of a code mean, and the stored results
+//! of purchased codes.
 //!
-//! Striped by the code's low bits (codes are random, so stripes fill
-//! evenly). Lock order: a user stripe may be held while a code stripe is
-//! taken, never the other way round.
-
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use parking_lot::Mutex;
+//! A code is 96 secret bits from the operating system's secure random
+//! source (`CheckoutCode::generate`; the contract asks for at least 96
+//! unguessable bits) and 32 locator bits naming the cart owner's place in
+//! the sale's user table: the stripe and the slot in it. So a purchase finds
+//! the owner without a separate code index (which cost 40 bytes per user),
+//! and the secret bits are what make the code unguessable: a purchase
+//! succeeds only if all 128 bits equal a code the owner holds.
+//!
+//! Layout, most significant bits first:
+//!
+//! ```text
+//! | secret: 96 bits | stripe: 8 bits | slot: 24 bits |
+//! ```
+//!
+//! The layout is part of the log's meaning (records carry codes, and replay
+//! checks that each code's locator is the slot it rebuilds), so it must
+//! never change. The locator reveals roughly how many users a stripe held
+//! when the cart was opened; nothing else about other users.
 
 use crate::domain::CheckoutCode;
-use crate::journal::PurchaseItem;
+use crate::journal::{ItemOutcome, PurchaseItem};
 
-/// Stripes of the code index per sale.
-pub const CODE_STRIPES: usize = 64;
+/// Bits of a code that name the slot in its stripe.
+const SLOT_BITS: u32 = 24;
+/// Bits of a code that name the stripe.
+const STRIPE_BITS: u32 = 8;
+/// Bits of a code that locate the owner (stripe and slot).
+const LOCATOR_BITS: u32 = STRIPE_BITS + SLOT_BITS;
+/// Stripes a code can name.
+pub const STRIPES_ADDRESSABLE: usize = 1 << STRIPE_BITS;
+/// Slots a code can name in one stripe: a stripe holds at most this many
+/// users.
+pub const SLOTS_PER_STRIPE_MAX: u32 = 1 << SLOT_BITS;
 
-/// A purchase as it was answered: repeated verbatim for the same code.
+/// The 96 secret bits of a code, as three words: 4-byte alignment keeps the
+/// user's slot free of padding (a `u128` would align it to 16 bytes).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CodeSecret([u32; 3]);
+
+impl CodeSecret {
+    /// 96 fresh bits from the secure random source.
+    pub fn generate() -> Result<CodeSecret, getrandom::Error> {
+        let random = CheckoutCode::generate()?.as_u128();
+        Ok(CodeSecret::from_bits(random >> LOCATOR_BITS))
+    }
+
+    /// The low 96 bits of `bits`.
+    fn from_bits(bits: u128) -> CodeSecret {
+        CodeSecret([bits as u32, (bits >> 32) as u32, (bits >> 64) as u32])
+    }
+
+    fn bits(self) -> u128 {
+        let [low, middle, high] = self.0.map(u128::from);
+        low | middle << 32 | high << 64
+    }
+}
+
+/// Where a code's owner lives in its sale: stripe and slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Locator {
+    pub stripe: usize,
+    pub slot: u32,
+}
+
+impl std::fmt::Display for Locator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stripe {} slot {}", self.stripe, self.slot)
+    }
+}
+
+/// The code made of `secret` and `locator`.
+pub fn compose(secret: CodeSecret, locator: Locator) -> CheckoutCode {
+    debug_assert!(locator.stripe < STRIPES_ADDRESSABLE);
+    debug_assert!(locator.slot < SLOTS_PER_STRIPE_MAX);
+    let locator_bits = (locator.stripe as u128) << SLOT_BITS | u128::from(locator.slot);
+    CheckoutCode::from_u128(secret.bits() << LOCATOR_BITS | locator_bits)
+}
+
+/// The parts of any code (every 128-bit value splits; whether a cart has
+/// it is for the user table to say).
+pub fn split(code: CheckoutCode) -> (CodeSecret, Locator) {
+    let bits = code.as_u128();
+    let locator = Locator {
+        stripe: (bits >> SLOT_BITS) as usize % STRIPES_ADDRESSABLE,
+        slot: bits as u32 % SLOTS_PER_STRIPE_MAX,
+    };
+    (CodeSecret::from_bits(bits >> LOCATOR_BITS), locator)
+}
+
+/// A purchase as it was answered: repeated verbatim for the same code. The
+/// code's locator is the owner's, so only the secret is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPurchase {
+    pub secret: CodeSecret,
     pub items: Box<[PurchaseItem]>,
     /// Sequence number of the `Completed` record.
     pub seq: u64,
 }
 
-/// What a code names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodeEntry {
-    pub user: Arc<str>,
-    /// `None` while the cart is open.
-    pub purchase: Option<Box<StoredPurchase>>,
-}
-
-/// One stripe: code (as two words) to entry.
-type CodeStripe = Mutex<HashMap<[u64; 2], CodeEntry>>;
-
-/// The codes of one sale.
-#[derive(Debug)]
-pub struct CodeIndex {
-    stripes: Box<[CodeStripe]>,
-}
-
-/// The map key: the code as two words (keeps entries 8-byte aligned).
-fn key(code: CheckoutCode) -> [u64; 2] {
-    let bits = code.as_u128();
-    [bits as u64, (bits >> 64) as u64]
-}
-
-fn code_of(key: [u64; 2]) -> CheckoutCode {
-    CheckoutCode::from_u128(u128::from(key[0]) | u128::from(key[1]) << 64)
-}
-
-impl Default for CodeIndex {
-    fn default() -> CodeIndex {
-        CodeIndex {
-            stripes: (0..CODE_STRIPES).map(|_| Mutex::default()).collect(),
-        }
-    }
-}
-
-impl CodeIndex {
-    fn stripe(&self, code: CheckoutCode) -> &CodeStripe {
-        &self.stripes[code.as_u128() as usize % CODE_STRIPES]
-    }
-
-    pub fn get(&self, code: CheckoutCode) -> Option<CodeEntry> {
-        self.stripe(code).lock().get(&key(code)).cloned()
-    }
-
-    /// Registers the code of a newly opened cart. Returns false (and
-    /// changes nothing) if the code is taken already.
-    pub fn insert_open(&self, code: CheckoutCode, user: Arc<str>) -> bool {
-        let mut stripe = self.stripe(code).lock();
-        if stripe.contains_key(&key(code)) {
-            return false;
-        }
-        let entry = CodeEntry {
-            user,
-            purchase: None,
-        };
-        stripe.insert(key(code), entry);
-        true
-    }
-
-    /// Whether `code` is registered here (open or purchased).
-    pub fn contains(&self, code: CheckoutCode) -> bool {
-        self.stripe(code).lock().contains_key(&key(code))
-    }
-
-    /// Stores the purchase of an open cart's code. False if the code is
-    /// unknown or purchased already.
-    pub fn store_purchase(&self, code: CheckoutCode, purchase: StoredPurchase) -> bool {
-        let mut stripe = self.stripe(code).lock();
-        match stripe.get_mut(&key(code)) {
-            Some(entry) if entry.purchase.is_none() => {
-                entry.purchase = Some(Box::new(purchase));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Calls `visit` for every code, one stripe locked at a time.
-    pub fn for_each(&self, mut visit: impl FnMut(CheckoutCode, &CodeEntry)) {
-        for stripe in self.stripes.iter() {
-            for (key, entry) in stripe.lock().iter() {
-                visit(code_of(*key), entry);
-            }
-        }
+impl StoredPurchase {
+    /// Items this purchase bought (saturating: a foreign log may claim
+    /// more; the audit then refuses it).
+    pub fn bought_count(&self) -> u16 {
+        let bought = self.items.iter().filter(|i| i.outcome == ItemOutcome::Bought);
+        u16::try_from(bought.count()).unwrap_or(u16::MAX)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::ItemOutcome;
 
     #[test]
-    fn code_goes_from_open_to_purchased_once() {
-        let index = CodeIndex::default();
-        let code = CheckoutCode::from_u128(u128::MAX - 1);
-        let user: Arc<str> = Arc::from("alice");
-        assert!(index.insert_open(code, Arc::clone(&user)));
-        assert!(!index.insert_open(code, Arc::clone(&user)), "code reused");
-        assert_eq!(index.get(code).and_then(|e| e.purchase), None);
-        let stored = StoredPurchase {
-            items: vec![PurchaseItem {
-                item_index: 3,
-                outcome: ItemOutcome::Bought,
-            }]
-            .into(),
-            seq: 9,
+    fn a_code_splits_into_the_parts_it_was_composed_of() {
+        let secret = CodeSecret::from_bits((1 << 96) - 3);
+        let locator = Locator {
+            stripe: 255,
+            slot: SLOTS_PER_STRIPE_MAX - 1,
         };
-        assert!(index.store_purchase(code, stored.clone()));
-        assert!(!index.store_purchase(code, stored.clone()));
-        assert_eq!(
-            index.get(code).and_then(|e| e.purchase),
-            Some(Box::new(stored))
-        );
-        let mut seen = Vec::new();
-        index.for_each(|code, _| seen.push(code));
-        assert_eq!(seen, vec![code]);
-        assert!(!index.contains(CheckoutCode::from_u128(1)));
+        let code = compose(secret, locator);
+        assert_eq!(split(code), (secret, locator));
+        let small = Locator { stripe: 1, slot: 2 };
+        assert_eq!(split(compose(CodeSecret::default(), small)).1, small);
+    }
+
+    #[test]
+    fn the_code_layout_never_changes() {
+        // Codes in old logs must keep naming the same slots.
+        let secret = CodeSecret::from_bits(0x0123_4567_89ab_cdef_0011_2233);
+        let code = compose(secret, Locator { stripe: 0xab, slot: 0x12_3456 });
+        assert_eq!(code.to_string(), "0123456789abcdef00112233ab123456");
+    }
+
+    #[test]
+    fn generated_secrets_differ() {
+        let a = CodeSecret::generate().unwrap();
+        let b = CodeSecret::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.bits() >> 96, 0, "96 bits only");
+    }
+
+    #[test]
+    fn stored_purchase_is_compact() {
+        assert!(std::mem::size_of::<StoredPurchase>() <= 40);
     }
 }

@@ -11,6 +11,13 @@
 //!   numbers follow the order of its decisions and replay sees the same
 //!   story. Only after a successful append is the outcome applied, so a
 //!   failed append changes nothing but the claims it made.
+//! - A sale may hold millions of users under a memory budget, so a user is
+//!   one compact slot in its stripe (`users`) and a checkout code names
+//!   its owner's slot (`codes`): there is no index of codes, and a
+//!   purchase's stored result lives with the user. The fixed stripe hash
+//!   and the creation order of slots are part of the log's meaning: replay
+//!   recreates every user in the slot its codes name, and refuses a log
+//!   where it cannot.
 //! - The engine never waits for durability itself: it returns `Decided`
 //!   with the sequence number the caller must see durable before answering
 //!   (`wait_seq`), which also covers the claim records that a "sold out"
@@ -50,7 +57,7 @@ pub use apply::{Applied, EngineSnapshot, SaleSnapshot, StoredPurchaseSnapshot, U
 pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use sales::FUTURE_SALES_KNOWN_HOURS;
 
-use codes::{CodeEntry, StoredPurchase};
+use codes::{CodeSecret, StoredPurchase};
 use sales::{SaleState, SaleTable};
 use users::{UserState, UserStripe};
 
@@ -324,9 +331,9 @@ impl Engine {
         item: ItemId,
         now: DateTime<Utc>,
     ) -> Result<(Decided<CartView>, ClaimWait), EngineError> {
-        let state = stripe.get(user.as_str());
-        let code = state.and_then(UserState::open_code);
-        let decision = self.decide_checkout(active, state, item);
+        let slot = stripe.find(user.as_str());
+        let code = slot.and_then(|slot| stripe.open_code(slot));
+        let decision = self.decide_checkout(active, slot.map(|slot| stripe.user(slot)), item);
         let outcome = match decision {
             CheckoutDecision::Reject(rejection, wait) => {
                 let sale = match rejection {
@@ -338,11 +345,13 @@ impl Engine {
                 return Ok((decided(Err(rejection), seq), wait));
             }
             CheckoutDecision::AlreadyInCart => CheckoutOutcome::AlreadyInCart,
-            CheckoutDecision::Add => return self.add_to_cart(active, stripe, user, item, now),
+            CheckoutDecision::Add => {
+                return self.add_to_cart(active, stripe, slot, user, item, now);
+            }
         };
         debug_assert!(code.is_some(), "already in a cart that is not open");
         let seq = self.append_checkout(now, active.id, user, item, code, outcome)?;
-        let view = open_cart_view(active, stripe, user);
+        let view = open_cart_view(active, stripe, slot, user);
         Ok((decided(Ok(view), seq), ClaimWait::Nothing))
     }
 
@@ -360,8 +369,8 @@ impl Engine {
         if item.sale != active.id {
             return Reject(Rejection::SaleNotActive, ClaimWait::Nothing);
         }
-        let (purchased, cart_len) = user.map_or((0, 0), |u| (u32::from(u.purchased), u.cart.len()));
-        if user.is_some_and(|u| u.cart.contains(item.index)) {
+        let (purchased, cart_len) = user.map_or((0, 0), |u| (u32::from(u.purchased()), u.cart_len()));
+        if user.is_some_and(|u| u.cart_contains(item.index)) {
             return CheckoutDecision::AlreadyInCart;
         }
         if active.inventory.all_sold() {
@@ -390,62 +399,96 @@ impl Engine {
         (-past_hours_max..=i64::from(FUTURE_SALES_KNOWN_HOURS)).contains(&hours)
     }
 
-    /// Records and applies an addition to the cart (opening it if needed).
+    /// Records and applies an addition to the cart (opening it if needed)
+    /// of the user in `slot`, or of a new user if `None`.
     fn add_to_cart(
         &self,
         active: &SaleState,
         stripe: &mut UserStripe,
+        slot: Option<u32>,
         user: &UserId,
         item: ItemId,
         now: DateTime<Utc>,
     ) -> Result<(Decided<CartView>, ClaimWait), EngineError> {
-        let existing = stripe.get(user.as_str());
-        let is_new_user = existing.is_none();
-        let open_code = existing.and_then(UserState::open_code);
-        if is_new_user && !active.users.try_reserve_user() {
-            return Err(EngineError::Overloaded);
-        }
-        let appended = open_code
-            .map_or_else(|| self.fresh_code(active), Ok)
-            .and_then(|code| {
-                let outcome = CheckoutOutcome::Added {
-                    opened_cart: open_code.is_none(),
-                };
-                let seq = self.append_checkout(now, active.id, user, item, Some(code), outcome)?;
-                Ok((code, seq))
-            });
-        let (code, seq) = match appended {
+        let open_secret = slot.and_then(|slot| stripe.user(slot).open_secret());
+        let new_slot = match slot {
+            Some(_) => None,
+            None => Some(self.reserve_slot(active, stripe)?),
+        };
+        let Some(target) = slot.or(new_slot) else {
+            unreachable!("either the user's slot or a new one");
+        };
+        let appended = self.append_addition(active, stripe, target, open_secret, user, item, now);
+        let (secret, seq) = match appended {
             Ok(appended) => appended,
             Err(error) => {
-                if is_new_user {
+                if new_slot.is_some() {
                     active.users.release_user();
                 }
                 return Err(error);
             }
         };
-        let (key, state) = stripe.entry(user.as_str());
-        if open_code.is_none() {
-            state.open_cart(code, item.index);
-            let registered = active.codes.insert_open(code, key);
-            debug_assert!(registered, "fresh code was taken");
-        } else {
-            state.cart.push(item.index);
+        // Created only now that the record is appended, under the same
+        // lock: slots follow the log's order (see `users`).
+        let slot = slot.unwrap_or_else(|| stripe.push(user.as_str()));
+        debug_assert_eq!(slot, target, "a new user gets the reserved slot");
+        let state = stripe.user_mut(slot);
+        match open_secret {
+            None => state.open_cart(secret, item.index),
+            Some(_) => state.cart_push(item.index),
         }
         debug_assert!(
-            u32::from(state.purchased) as usize + state.cart.len()
-                <= self.config.user_limit as usize
+            usize::from(state.purchased()) + state.cart_len() <= self.config.user_limit as usize
         );
-        let view = open_cart_view(active, stripe, user);
+        let view = open_cart_view(active, stripe, Some(slot), user);
         Ok((decided(Ok(view), seq), ClaimWait::Nothing))
     }
 
-    /// A code no cart of the active sale has.
-    fn fresh_code(&self, active: &SaleState) -> Result<CheckoutCode, EngineError> {
+    /// The slot the new user will get, with one of the sale's places for
+    /// users taken; `Overloaded` if the sale or the stripe is full.
+    fn reserve_slot(&self, active: &SaleState, stripe: &UserStripe) -> Result<u32, EngineError> {
+        let Some(slot) = stripe.next_slot() else {
+            return Err(EngineError::Overloaded);
+        };
+        if !active.users.try_reserve_user() {
+            return Err(EngineError::Overloaded);
+        }
+        Ok(slot)
+    }
+
+    /// Appends the `Added` record for the user in `slot` (which may not
+    /// exist yet), with a fresh code if no cart is open. Changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn append_addition(
+        &self,
+        active: &SaleState,
+        stripe: &UserStripe,
+        slot: u32,
+        open_secret: Option<CodeSecret>,
+        user: &UserId,
+        item: ItemId,
+        now: DateTime<Utc>,
+    ) -> Result<(CodeSecret, u64), EngineError> {
+        let secret = match open_secret {
+            Some(secret) => secret,
+            None => self.fresh_secret(stripe.get(slot))?,
+        };
+        let code = Some(stripe.code(slot, secret));
+        let outcome = CheckoutOutcome::Added {
+            opened_cart: open_secret.is_none(),
+        };
+        let seq = self.append_checkout(now, active.id, user, item, code, outcome)?;
+        Ok((secret, seq))
+    }
+
+    /// A secret no code of `user` has. That makes the code new in the
+    /// sale: codes of other users differ in the locator.
+    fn fresh_secret(&self, user: Option<&UserState>) -> Result<CodeSecret, EngineError> {
         for _ in 0..CODE_GENERATION_ATTEMPTS_MAX {
-            let code = CheckoutCode::generate()
+            let secret = CodeSecret::generate()
                 .map_err(|error| EngineError::CodeGeneration(error.to_string()))?;
-            if !active.codes.contains(code) {
-                return Ok(code);
+            if !user.is_some_and(|u| u.holds_secret(secret)) {
+                return Ok(secret);
             }
         }
         Err(EngineError::CodeGeneration(
@@ -482,52 +525,52 @@ impl Engine {
         Ok(seq)
     }
 
-    /// Buys what is still unsold of the cart named `code`.
+    /// Buys what is still unsold of the cart named `code`. The code names
+    /// its owner's slot but not the sale: the active sale is asked first,
+    /// then the retained ones, newest first.
     pub fn purchase(&self, code: CheckoutCode) -> Result<Decided<PurchaseView>, EngineError> {
         let now = self.clock.now();
         let active = self.sales.active(now);
-        let Some((sale, entry)) = self.sales.find_code(code) else {
-            let record = purchase_record(
-                now,
-                code,
-                None,
-                PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
-                Vec::new(),
-            );
-            let seq = self.append(&record)?;
-            return Ok(decided(Err(Rejection::CheckoutNotFound), seq));
-        };
-        let (decided, wait) = {
-            let mut stripe = sale.users.lock(&entry.user);
-            // Read the code again under the user's lock: a concurrent
-            // purchase of the same code may have closed the cart.
-            let entry = sale.codes.get(code).unwrap_or(entry);
-            self.purchase_locked(&sale, &mut stripe, code, entry, active.id, now)?
-        };
-        self.resolve_wait(&sale, decided, wait)
+        let others = std::iter::once_with(|| self.sales.others_newest_first(&active));
+        let candidates = std::iter::once(Arc::clone(&active)).chain(others.flatten());
+        for sale in candidates {
+            let Some(found) = self.purchase_in(&sale, code, active.id, now) else {
+                continue;
+            };
+            let (decided, wait) = found?;
+            return self.resolve_wait(&sale, decided, wait);
+        }
+        let outcome = PurchaseOutcome::Rejected(Rejection::CheckoutNotFound);
+        let seq = self.append(&purchase_record(now, code, None, outcome, Vec::new()))?;
+        Ok(decided(Err(Rejection::CheckoutNotFound), seq))
     }
 
-    /// The purchase decision, under the cart owner's lock.
-    fn purchase_locked(
+    /// The purchase decision for `code` in `sale`, under the owner's lock;
+    /// `None` if no user of `sale` holds `code` (open or purchased).
+    fn purchase_in(
         &self,
         sale: &SaleState,
-        stripe: &mut UserStripe,
         code: CheckoutCode,
-        entry: CodeEntry,
         active: SaleId,
         now: DateTime<Utc>,
-    ) -> Result<(Decided<PurchaseView>, ClaimWait), EngineError> {
-        if let Some(stored) = &entry.purchase {
-            return self.repeat_purchase(sale, code, &entry.user, stored, now);
+    ) -> Option<Result<(Decided<PurchaseView>, ClaimWait), EngineError>> {
+        let (secret, locator) = codes::split(code);
+        let mut stripe = sale.users.lock_stripe(locator.stripe);
+        let state = stripe.get(locator.slot)?;
+        if let Some(stored) = state.purchase(secret) {
+            return Some(self.repeat_purchase(sale, code, state.id(), stored, now));
+        }
+        if state.open_secret() != Some(secret) {
+            return None;
         }
         if sale.id != active {
-            let owner = Some((sale.id, &*entry.user));
+            let owner = Some((sale.id, state.id()));
             let outcome = PurchaseOutcome::Rejected(Rejection::SaleNotActive);
-            let seq = self.append(&purchase_record(now, code, owner, outcome, Vec::new()))?;
-            let decided = decided(Err(Rejection::SaleNotActive), seq);
-            return Ok((decided, ClaimWait::Nothing));
+            let appended = self.append(&purchase_record(now, code, owner, outcome, Vec::new()));
+            let rejected = |seq| (decided(Err(Rejection::SaleNotActive), seq), ClaimWait::Nothing);
+            return Some(appended.map(rejected));
         }
-        self.complete_purchase(sale, stripe, code, &entry.user, now)
+        Some(self.complete_purchase(sale, &mut stripe, locator.slot, code, now))
     }
 
     /// The stored answer again; it waits for what the first answer waited
@@ -553,31 +596,26 @@ impl Engine {
         Ok((decided, wait))
     }
 
-    /// Claims the open cart's items, records the purchase, then publishes
-    /// the claims, closes the cart and stores the result.
+    /// Claims the open cart's items of the user in `slot`, records the
+    /// purchase, then publishes the claims, closes the cart and stores the
+    /// result with the user.
     fn complete_purchase(
         &self,
         sale: &SaleState,
         stripe: &mut UserStripe,
+        slot: u32,
         code: CheckoutCode,
-        user: &str,
         now: DateTime<Utc>,
     ) -> Result<(Decided<PurchaseView>, ClaimWait), EngineError> {
-        let Some(state) = stripe.get_mut(user) else {
-            unreachable!("code {code} names user {user}, who has no state");
-        };
-        assert_eq!(
-            state.open_code(),
-            Some(code),
-            "code index and cart disagree"
-        );
+        debug_assert_eq!(stripe.open_code(slot), Some(code), "not the open cart");
+        let state = stripe.user_mut(slot);
         let items = self.claim_cart(&sale.inventory, state);
         let bought: Vec<u32> = items
             .iter()
             .filter(|i| i.outcome == ItemOutcome::Bought)
             .map(|i| i.item_index)
             .collect();
-        let owner = Some((sale.id, user));
+        let owner = Some((sale.id, state.id()));
         let outcome = PurchaseOutcome::Completed;
         let record = purchase_record(now, code, owner, outcome, items.clone());
         let seq = match self.append(&record) {
@@ -590,25 +628,25 @@ impl Engine {
         bought
             .iter()
             .for_each(|&index| sale.inventory.publish(index, seq));
-        state.close_cart(bought.len() as u16);
-        debug_assert!(u32::from(state.purchased) <= self.config.user_limit);
+        let (secret, _) = codes::split(code);
         let stored = StoredPurchase {
+            secret,
             items: items.clone().into(),
             seq,
         };
-        let closed = sale.codes.store_purchase(code, stored);
-        debug_assert!(closed, "purchase of a code that is not open");
+        state.close_cart(stored);
+        debug_assert!(u32::from(state.purchased()) <= self.config.user_limit);
         let wait = ClaimWait::Items(sold_out_items(&items));
-        let view = purchase_view(sale.id, user, code, items);
+        let view = purchase_view(sale.id, state.id(), code, items);
         Ok((decided(Ok(view), seq), wait))
     }
 
     /// Claims the cart's items in order, up to the user's limit. Changes
     /// only the sold bits: the user's state changes after the append.
     fn claim_cart(&self, inventory: &Inventory, state: &UserState) -> Vec<PurchaseItem> {
-        let mut purchased = u32::from(state.purchased);
-        let mut items = Vec::with_capacity(state.cart.len());
-        for item_index in state.cart.iter() {
+        let mut purchased = u32::from(state.purchased());
+        let mut items = Vec::with_capacity(state.cart_len());
+        for item_index in state.cart() {
             let outcome = if purchased >= self.config.user_limit {
                 ItemOutcome::UserLimit
             } else if inventory.try_claim(item_index) {
@@ -741,20 +779,25 @@ fn decided<T>(answer: Result<T, Rejection>, seq: u64) -> Decided<T> {
     }
 }
 
-/// The user's open cart in `sale`, which must exist (just added to or
-/// found holding the item).
-fn open_cart_view(sale: &SaleState, stripe: &UserStripe, user: &UserId) -> CartView {
-    let state = stripe.get(user.as_str());
-    let Some((state, code)) = state.and_then(|s| Some((s, s.open_code()?))) else {
+/// The open cart of the user in `slot` of `sale`, which must exist (just
+/// added to or found holding the item).
+fn open_cart_view(
+    sale: &SaleState,
+    stripe: &UserStripe,
+    slot: Option<u32>,
+    user: &UserId,
+) -> CartView {
+    let open = slot.and_then(|slot| Some((slot, stripe.open_code(slot)?)));
+    let Some((slot, code)) = open else {
         unreachable!("user {user} has no open cart in sale {}", sale.id);
     };
     CartView {
         code,
         sale: sale.id,
         user: user.clone(),
-        items: state
-            .cart
-            .iter()
+        items: stripe
+            .user(slot)
+            .cart()
             .map(|index| ItemId {
                 sale: sale.id,
                 index,
@@ -773,7 +816,7 @@ fn purchase_view(
     PurchaseView {
         code,
         sale,
-        // Keys of the user table were made from valid `UserId`s.
+        // Slots of the user table were made from valid `UserId`s.
         user: UserId::parse(user)
             .unwrap_or_else(|_| unreachable!("stored user id {user:?} is valid")),
         items,

@@ -1,6 +1,6 @@
 //! The sales the engine holds: the active one (found from the clock) and
-//! past ones kept for `past_sales_retained_hours`, each with its inventory,
-//! users and codes.
+//! past ones kept for `past_sales_retained_hours`, each with its inventory
+//! and users (whose slots hold their carts and purchase results).
 //!
 //! A sale's state is created lazily, the first time something needs it; a
 //! sale that was never touched reads as all-unsold. The active sale is
@@ -8,7 +8,7 @@
 //! clones an `Arc`; only the first request of a new hour takes the write
 //! lock, creates the new sale and drops the sales that left retention
 //! (with their users, carts and codes). Nobody holds this lock while
-//! taking a user or code lock for long: callers clone the `Arc` and let go.
+//! taking a user lock: callers clone the `Arc` and let go.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +16,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 
-use crate::domain::{CheckoutCode, SaleId};
+use crate::domain::SaleId;
 
-use super::codes::{CodeEntry, CodeIndex};
 use super::inventory::Inventory;
 use super::users::UserTable;
 
@@ -33,7 +32,6 @@ pub struct SaleState {
     pub ends_at: DateTime<Utc>,
     pub inventory: Inventory,
     pub users: UserTable,
-    pub codes: CodeIndex,
 }
 
 impl SaleState {
@@ -44,7 +42,6 @@ impl SaleState {
             ends_at: id.ends_at(),
             inventory: Inventory::new(items_per_sale),
             users: UserTable::new(users_max),
-            codes: CodeIndex::default(),
         }
     }
 
@@ -131,24 +128,16 @@ impl SaleTable {
         self.get_or_create(&mut sales, id)
     }
 
-    /// The sale whose code index holds `code`, with the code's entry.
-    /// The active sale is asked first, then the others newest first.
-    pub fn find_code(&self, code: CheckoutCode) -> Option<(Arc<SaleState>, CodeEntry)> {
-        let active = Arc::clone(&self.sales.read().active);
-        if let Some(entry) = active.codes.get(code) {
-            return Some((active, entry));
-        }
-        let others: Vec<Arc<SaleState>> = {
-            let sales = self.sales.read();
-            let others = sales.by_id.values().rev();
-            others
-                .filter(|s| !Arc::ptr_eq(s, &active))
-                .cloned()
-                .collect()
-        };
+    /// The held sales other than `active`, newest first: where a code
+    /// that `active` does not know is looked for next (a code does not
+    /// name its sale; at most `retained_hours` sales are asked).
+    pub fn others_newest_first(&self, active: &Arc<SaleState>) -> Vec<Arc<SaleState>> {
+        let sales = self.sales.read();
+        let others = sales.by_id.values().rev();
         others
-            .into_iter()
-            .find_map(|sale| sale.codes.get(code).map(|entry| (sale, entry)))
+            .filter(|s| !Arc::ptr_eq(s, active))
+            .cloned()
+            .collect()
     }
 
     /// Every held sale, oldest first.
@@ -182,14 +171,16 @@ mod tests {
     }
 
     #[test]
-    fn codes_are_found_in_any_held_sale() {
+    fn other_sales_are_listed_newest_first() {
         let table = SaleTable::new(at_hour(5), 10, 100, 24);
-        let past = table.get_or_insert(SaleId::containing(at_hour(2)));
-        let code = CheckoutCode::from_u128(77);
-        assert!(past.codes.insert_open(code, Arc::from("bob")));
-        let (sale, entry) = table.find_code(code).unwrap();
-        assert_eq!(sale.id, past.id);
-        assert_eq!(&*entry.user, "bob");
-        assert!(table.find_code(CheckoutCode::from_u128(78)).is_none());
+        let older = table.get_or_insert(SaleId::containing(at_hour(1)));
+        let newer = table.get_or_insert(SaleId::containing(at_hour(3)));
+        let active = table.active(at_hour(5));
+        let ids: Vec<SaleId> = table
+            .others_newest_first(&active)
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, vec![newer.id, older.id]);
     }
 }

@@ -1,156 +1,365 @@
-//! The users of one sale: how many items each bought and their open cart.
+//! The users of one sale: how many items each bought, their open cart and
+//! the stored results of their purchases.
 //!
-//! Users live in a fixed number of stripes, each a mutex around a hash map.
-//! The stripe's mutex is "the user's lock": the engine holds it while it
-//! decides, appends the record and applies the outcome, so concurrent
-//! requests of one user are serialised (never two carts, never over the
-//! limit) while requests of other users mostly run in parallel. The state is
-//! compact because a sale may hold millions of users: a user id shared with
-//! the code index (`Arc<str>`), counts as `u16`, the code as 16 bytes
-//! without `u128`'s alignment, and the first cart items inline.
+//! Users live in a fixed number of stripes, each a mutex. The stripe's
+//! mutex is "the user's lock": the engine holds it while it decides,
+//! appends the record and applies the outcome, so concurrent requests of
+//! one user are serialised (never two carts, never over the limit) while
+//! requests of other users mostly run in parallel.
 //!
-//! Promises: a user has an entry only after something was added to a cart
-//! (rejected requests leave nothing behind); a user's open cart is never
-//! empty; the number of users per sale is bounded by `users_max`.
+//! Why it is shaped like this: a sale may hold millions of users and the
+//! whole server has a memory budget, so a user costs one 56-byte slot plus
+//! a few bytes of index, and nothing is kept twice:
+//! - a stripe keeps its users densely, in creation order, in chunks of
+//!   `SLOTS_PER_CHUNK` (no doubling slack: at most one partly filled chunk
+//!   per stripe), and finds them through a hash table of 4-byte slot
+//!   numbers whose hash and equality read the id in the slot;
+//! - the id is stored once, inline for ids up to 24 bytes;
+//! - a checkout code names the owner's stripe and slot (`codes`), so there
+//!   is no separate code index; stored purchase results live with the user;
+//! - rarely needed parts (cart items past the first two, stored purchases)
+//!   sit behind one thin pointer that most users never allocate.
+//!
+//! The stripe of a user comes from a fixed hash (`stripe_of`), not a random
+//! one, and slots are numbered in creation order under the stripe's lock,
+//! the same lock under which the creating record is appended. So replaying
+//! the log in sequence order recreates every user in the same slot, and the
+//! codes in the log keep naming their owners after a restart. The stripe
+//! count, `stripe_of` and the slot numbering are therefore part of the
+//! log's meaning: changing any of them makes codes in old logs stop
+//! resolving (replay refuses such a log rather than misreading it).
+//!
+//! Promises: a user has a slot only after something was added to a cart
+//! (rejected requests leave nothing behind); a slot is never removed or
+//! renumbered while its sale is held; a user's open cart is never empty;
+//! the number of users per sale is bounded by `users_max`, and per stripe by
+//! `SLOTS_PER_STRIPE_MAX`.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 
+use compact_str::CompactString;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::domain::CheckoutCode;
 
+use super::codes::{self, CodeSecret, Locator, StoredPurchase, SLOTS_PER_STRIPE_MAX};
+
 /// Stripes per sale: enough that two busy users rarely share a lock on a
-/// small machine, few enough that an untouched sale costs little.
+/// small machine, few enough that an untouched sale costs little. Codes
+/// name the stripe in 8 bits, so this is fixed forever.
 pub const USER_STRIPES: usize = 256;
+const _: () = assert!(USER_STRIPES == codes::STRIPES_ADDRESSABLE);
 
-/// Cart items kept inline before spilling to the heap (typical carts are
-/// small; the limit is at most 1000). Three keep `UserState` at 48 bytes.
-const CART_ITEMS_INLINE: usize = 3;
+/// Slots allocated at once in a stripe (256 × 56 bytes = 14 KiB): small
+/// enough that the partly filled last chunks of 256 stripes waste at most
+/// 3.5 MiB per sale, large enough that the chunk list stays short.
+const SLOTS_PER_CHUNK: usize = 256;
 
-/// The item indices of an open cart, in insertion order.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CartItems {
-    len: u16,
-    inline: [u32; CART_ITEMS_INLINE],
-    /// A thin pointer (8 bytes) rather than a `Vec` (24): most carts
-    /// never spill, and every user pays for this field.
-    #[allow(clippy::box_collection)]
-    spilled: Option<Box<Vec<u32>>>,
+/// Cart items kept in the slot before spilling to the heap (typical carts
+/// are small; the limit is at most 1000). Two keep `UserState` at 56 bytes.
+const CART_ITEMS_INLINE: usize = 2;
+
+/// The stripe of `user`: FNV-1a over the id's bytes, then murmur3's 64-bit
+/// finaliser so the top bits depend on every byte; the top 8 bits pick the
+/// stripe. Fixed (no random seed) because replay must find every user in
+/// the stripe its codes name. Never change it.
+pub fn stripe_of(user: &str) -> usize {
+    const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET_BASIS;
+    for byte in user.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
+    (hash >> 56) as usize % USER_STRIPES
 }
 
-impl CartItems {
-    pub fn len(&self) -> usize {
-        usize::from(self.len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        let inline_len = self.len().min(CART_ITEMS_INLINE);
-        let spilled = self.spilled.as_deref().map(Vec::as_slice).unwrap_or(&[]);
-        self.inline[..inline_len]
-            .iter()
-            .chain(spilled.iter())
-            .copied()
-    }
-
-    pub fn contains(&self, index: u32) -> bool {
-        self.iter().any(|i| i == index)
-    }
-
-    /// Appends an item that is not in the cart yet.
-    pub fn push(&mut self, index: u32) {
-        debug_assert!(!self.contains(index), "item {index} twice in a cart");
-        assert!(self.len < u16::MAX, "cart bounded by the user limit");
-        let position = self.len();
-        if position < CART_ITEMS_INLINE {
-            self.inline[position] = index;
-        } else {
-            self.spilled
-                .get_or_insert_with(Default::default)
-                .push(index);
-        }
-        self.len += 1;
-        debug_assert_eq!(self.iter().count(), self.len());
-    }
-
-    pub fn to_vec(&self) -> Vec<u32> {
-        self.iter().collect()
-    }
+/// The rarely needed parts of a user, allocated on first need.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct UserExtra {
+    /// Cart items past the inline ones, in insertion order.
+    cart_spilled: Vec<u32>,
+    /// Every purchase of the user in this sale, oldest first.
+    purchases: Vec<StoredPurchase>,
 }
 
-/// One user in one sale.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// One user in one sale: the slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserState {
+    id: CompactString,
+    extra: Option<Box<UserExtra>>,
+    /// Secret of the open cart's code; meaningful only while the cart is
+    /// not empty.
+    secret: CodeSecret,
     /// Items bought in this sale (at most the user limit).
-    pub purchased: u16,
-    /// Code of the open cart, little-endian; meaningful only if `cart` is
-    /// not empty (kept as bytes to avoid `u128`'s 16-byte alignment).
-    code_bytes: [u8; 16],
-    /// The open cart's items; empty when no cart is open.
-    pub cart: CartItems,
+    purchased: u16,
+    cart_len: u16,
+    cart_inline: [u32; CART_ITEMS_INLINE],
 }
 
 impl UserState {
-    pub fn open_code(&self) -> Option<CheckoutCode> {
-        if self.cart.is_empty() {
-            return None;
+    fn new(id: &str) -> UserState {
+        UserState {
+            id: CompactString::new(id),
+            extra: None,
+            secret: CodeSecret::default(),
+            purchased: 0,
+            cart_len: 0,
+            cart_inline: [0; CART_ITEMS_INLINE],
         }
-        Some(CheckoutCode::from_u128(u128::from_le_bytes(
-            self.code_bytes,
-        )))
     }
 
-    /// Opens a cart named `code` with its first item.
-    pub fn open_cart(&mut self, code: CheckoutCode, index: u32) {
-        assert!(self.cart.is_empty(), "one open cart per user per sale");
-        self.code_bytes = code.as_u128().to_le_bytes();
-        self.cart.push(index);
-        debug_assert_eq!(self.open_code(), Some(code));
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
-    /// Closes the open cart after its purchase bought `bought` items.
-    pub fn close_cart(&mut self, bought: u16) {
-        debug_assert!(!self.cart.is_empty(), "closing a cart that is not open");
+    /// Items bought in this sale.
+    pub fn purchased(&self) -> u16 {
+        self.purchased
+    }
+
+    pub fn cart_len(&self) -> usize {
+        usize::from(self.cart_len)
+    }
+
+    /// The open cart's items in insertion order (none if no cart is open).
+    pub fn cart(&self) -> impl Iterator<Item = u32> + '_ {
+        let inline_len = self.cart_len().min(CART_ITEMS_INLINE);
+        let spilled = self.extra.as_deref().map_or(&[][..], |e| &e.cart_spilled);
+        self.cart_inline[..inline_len]
+            .iter()
+            .chain(spilled)
+            .copied()
+    }
+
+    pub fn cart_contains(&self, index: u32) -> bool {
+        self.cart().any(|i| i == index)
+    }
+
+    /// The open cart's secret, if a cart is open.
+    pub fn open_secret(&self) -> Option<CodeSecret> {
+        (self.cart_len > 0).then_some(self.secret)
+    }
+
+    /// The stored purchase whose code has `secret`.
+    pub fn purchase(&self, secret: CodeSecret) -> Option<&StoredPurchase> {
+        self.purchases().iter().find(|p| p.secret == secret)
+    }
+
+    pub fn purchases(&self) -> &[StoredPurchase] {
+        self.extra.as_deref().map_or(&[], |e| &e.purchases)
+    }
+
+    /// Whether a code of this user (open or purchased) has `secret`.
+    pub fn holds_secret(&self, secret: CodeSecret) -> bool {
+        self.open_secret() == Some(secret) || self.purchase(secret).is_some()
+    }
+
+    /// Opens a cart whose code has `secret`, with its first item.
+    pub fn open_cart(&mut self, secret: CodeSecret, index: u32) {
+        assert_eq!(self.cart_len, 0, "one open cart per user per sale");
+        debug_assert!(self.purchase(secret).is_none(), "code secret reused");
+        self.secret = secret;
+        self.cart_push(index);
+        debug_assert_eq!(self.open_secret(), Some(secret));
+    }
+
+    /// Appends an item that is not in the open cart yet.
+    pub fn cart_push(&mut self, index: u32) {
+        debug_assert!(!self.cart_contains(index), "item {index} twice in a cart");
+        assert!(self.cart_len < u16::MAX, "cart bounded by the user limit");
+        let position = self.cart_len();
+        if position < CART_ITEMS_INLINE {
+            self.cart_inline[position] = index;
+        } else {
+            let extra = self.extra.get_or_insert_with(Box::default);
+            extra.cart_spilled.push(index);
+        }
+        self.cart_len += 1;
+        debug_assert_eq!(self.cart().count(), self.cart_len());
+    }
+
+    /// Closes the open cart with the result of its purchase, counting the
+    /// items it bought.
+    pub fn close_cart(&mut self, purchase: StoredPurchase) {
+        debug_assert!(self.cart_len > 0, "closing a cart that is not open");
+        debug_assert_eq!(self.open_secret(), Some(purchase.secret));
+        let bought = purchase.bought_count();
         self.purchased = self.purchased.saturating_add(bought);
-        self.cart = CartItems::default();
-        self.code_bytes = [0; 16];
+        self.cart_len = 0;
+        self.cart_inline = [0; CART_ITEMS_INLINE];
+        self.secret = CodeSecret::default();
+        let extra = self.extra.get_or_insert_with(Box::default);
+        extra.cart_spilled = Vec::new();
+        // One at a time: users rarely purchase more than a few times, and
+        // `push` alone would reserve room for four.
+        extra.purchases.reserve_exact(1);
+        extra.purchases.push(purchase);
     }
 }
 
 /// One stripe: the users whose id hashes to it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UserStripe {
-    users: HashMap<Arc<str>, UserState>,
+    /// This stripe's place in the table (codes name it).
+    number: usize,
+    /// Users in creation order: slot `n` is `chunks[n / SLOTS_PER_CHUNK]
+    /// [n % SLOTS_PER_CHUNK]`; every chunk but the last is full.
+    chunks: Vec<Vec<UserState>>,
+    /// Slot numbers, hashed and compared by the id in the slot.
+    index: HashTable<u32>,
+    /// Random per stripe: the index's hash need not survive a restart,
+    /// and a random seed keeps chosen ids from colliding on purpose.
+    hasher: DefaultHashBuilder,
+}
+
+/// The user in `slot` of `chunks`, if it exists.
+fn slot_in(chunks: &[Vec<UserState>], slot: u32) -> Option<&UserState> {
+    let slot = slot as usize;
+    chunks.get(slot / SLOTS_PER_CHUNK)?.get(slot % SLOTS_PER_CHUNK)
 }
 
 impl UserStripe {
-    pub fn get(&self, user: &str) -> Option<&UserState> {
-        self.users.get(user)
+    fn new(number: usize) -> UserStripe {
+        UserStripe {
+            number,
+            chunks: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
     }
 
-    pub fn get_mut(&mut self, user: &str) -> Option<&mut UserState> {
-        self.users.get_mut(user)
+    /// Users in this stripe.
+    pub fn len(&self) -> u32 {
+        let full_chunks = self.chunks.len().saturating_sub(1) * SLOTS_PER_CHUNK;
+        let last = self.chunks.last().map_or(0, Vec::len);
+        (full_chunks + last) as u32
     }
 
-    /// The user's entry, created if missing, with the shared key.
-    pub fn entry(&mut self, user: &str) -> (Arc<str>, &mut UserState) {
-        let key = match self.users.get_key_value(user) {
-            Some((key, _)) => Arc::clone(key),
-            None => Arc::from(user),
+    /// The slot of `user`, if the user has one.
+    pub fn find(&self, user: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(user);
+        let chunks = &self.chunks;
+        let found = self
+            .index
+            .find(hash, |&slot| slot_in(chunks, slot).is_some_and(|s| s.id() == user));
+        found.copied()
+    }
+
+    /// The user in `slot`, if the slot exists (`slot` may come from a
+    /// client's code).
+    pub fn get(&self, slot: u32) -> Option<&UserState> {
+        slot_in(&self.chunks, slot)
+    }
+
+    /// The user in `slot`, which exists (found by `find` or `push`).
+    pub fn user(&self, slot: u32) -> &UserState {
+        match self.get(slot) {
+            Some(state) => state,
+            None => unreachable!("stripe {} has no slot {slot}", self.number),
+        }
+    }
+
+    pub fn user_mut(&mut self, slot: u32) -> &mut UserState {
+        let slot_usize = slot as usize;
+        let chunk = self.chunks.get_mut(slot_usize / SLOTS_PER_CHUNK);
+        match chunk.and_then(|c| c.get_mut(slot_usize % SLOTS_PER_CHUNK)) {
+            Some(state) => state,
+            None => unreachable!("stripe {} has no slot {slot}", self.number),
+        }
+    }
+
+    pub fn locator(&self, slot: u32) -> Locator {
+        Locator {
+            stripe: self.number,
+            slot,
+        }
+    }
+
+    /// The code of the cart in `slot` whose secret is `secret`.
+    pub fn code(&self, slot: u32, secret: CodeSecret) -> CheckoutCode {
+        codes::compose(secret, self.locator(slot))
+    }
+
+    /// The code of the open cart in `slot`, if one is open.
+    pub fn open_code(&self, slot: u32) -> Option<CheckoutCode> {
+        let secret = self.user(slot).open_secret()?;
+        Some(self.code(slot, secret))
+    }
+
+    /// The slot the next new user gets; `None` if the stripe is full.
+    pub fn next_slot(&self) -> Option<u32> {
+        let len = self.len();
+        (len < SLOTS_PER_STRIPE_MAX).then_some(len)
+    }
+
+    /// Gives `user`, who has no slot, the next slot (`next_slot`, which
+    /// must be `Some`) and returns it.
+    pub fn push(&mut self, user: &str) -> u32 {
+        debug_assert!(self.find(user).is_none(), "user {user} has a slot");
+        let Some(slot) = self.next_slot() else {
+            unreachable!("stripe {} is full; next_slot says so first", self.number);
         };
-        let state = self.users.entry(Arc::clone(&key)).or_default();
-        (key, state)
+        if self.chunks.last().is_none_or(|c| c.len() == SLOTS_PER_CHUNK) {
+            self.chunks.push(Vec::with_capacity(SLOTS_PER_CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(UserState::new(user));
+        }
+        let hash = self.hasher.hash_one(user);
+        let Self {
+            chunks,
+            index,
+            hasher,
+            ..
+        } = self;
+        let rehash = |&s: &u32| hasher.hash_one(slot_in(chunks, s).map_or("", UserState::id));
+        index.insert_unique(hash, slot, rehash);
+        debug_assert_eq!(self.find(user), Some(slot));
+        slot
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &UserState)> {
-        self.users.iter()
+    /// Every user with its slot, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &UserState)> {
+        self.chunks.iter().flatten().zip(0..).map(|(s, n)| (n, s))
+    }
+
+    /// Checks that every user hashes to this stripe and that the index
+    /// finds every user in its slot and nothing else.
+    pub fn check(&self) -> Result<(), String> {
+        if self.index.len() != self.len() as usize {
+            return Err(format!(
+                "stripe {} holds {} users, its index {}",
+                self.number,
+                self.len(),
+                self.index.len()
+            ));
+        }
+        for (slot, state) in self.iter() {
+            let user = state.id();
+            if stripe_of(user) != self.number {
+                return Err(format!(
+                    "user {user} is in stripe {}, hashes to {}",
+                    self.number,
+                    stripe_of(user)
+                ));
+            }
+            if self.find(user) != Some(slot) {
+                return Err(format!(
+                    "user {user} is in {}, the index says {:?}",
+                    self.locator(slot),
+                    self.find(user)
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -158,7 +367,6 @@ impl UserStripe {
 #[derive(Debug)]
 pub struct UserTable {
     stripes: Box<[Mutex<UserStripe>]>,
-    hasher: RandomState,
     users_count: AtomicU32,
     users_max: u32,
 }
@@ -166,8 +374,9 @@ pub struct UserTable {
 impl UserTable {
     pub fn new(users_max: u32) -> UserTable {
         UserTable {
-            stripes: (0..USER_STRIPES).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            stripes: (0..USER_STRIPES)
+                .map(|n| Mutex::new(UserStripe::new(n)))
+                .collect(),
             users_count: AtomicU32::new(0),
             users_max,
         }
@@ -175,8 +384,13 @@ impl UserTable {
 
     /// Locks the stripe of `user`: the user's lock.
     pub fn lock(&self, user: &str) -> MutexGuard<'_, UserStripe> {
-        let stripe = self.hasher.hash_one(user) as usize % USER_STRIPES;
-        self.stripes[stripe].lock()
+        self.lock_stripe(stripe_of(user))
+    }
+
+    /// Locks stripe `stripe` (`< USER_STRIPES`, as every locator's is).
+    pub fn lock_stripe(&self, stripe: usize) -> MutexGuard<'_, UserStripe> {
+        debug_assert!(stripe < USER_STRIPES);
+        self.stripes[stripe % USER_STRIPES].lock()
     }
 
     /// Takes one of the `users_max` places for a new user; false if full.
@@ -203,13 +417,10 @@ impl UserTable {
         self.users_count.load(Ordering::Acquire)
     }
 
-    /// Calls `visit` for every user, one stripe locked at a time.
-    pub fn for_each(&self, mut visit: impl FnMut(&Arc<str>, &UserState)) {
+    /// Calls `visit` for every stripe, one locked at a time, in order.
+    pub fn for_each_stripe(&self, mut visit: impl FnMut(&UserStripe)) {
         for stripe in self.stripes.iter() {
-            let stripe = stripe.lock();
-            for (user, state) in stripe.iter() {
-                visit(user, state);
-            }
+            visit(&stripe.lock());
         }
     }
 }
@@ -217,36 +428,121 @@ impl UserTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{ItemOutcome, PurchaseItem};
 
-    #[test]
-    fn cart_items_keep_insertion_order_past_the_inline_part() {
-        let mut items = CartItems::default();
-        for index in [9, 3, 7, 1, 8, 2] {
-            items.push(index);
+    fn stored(secret: CodeSecret, items: &[(u32, ItemOutcome)]) -> StoredPurchase {
+        let items = items.iter().map(|&(item_index, outcome)| PurchaseItem {
+            item_index,
+            outcome,
+        });
+        StoredPurchase {
+            secret,
+            items: items.collect(),
+            seq: 9,
         }
-        assert_eq!(items.to_vec(), vec![9, 3, 7, 1, 8, 2]);
-        assert_eq!(items.len(), 6);
-        assert!(items.contains(2) && !items.contains(4));
+    }
+
+    fn secret() -> CodeSecret {
+        CodeSecret::generate().unwrap()
     }
 
     #[test]
-    fn cart_opens_and_closes() {
-        let mut user = UserState::default();
-        assert_eq!(user.open_code(), None);
-        let code = CheckoutCode::from_u128(u128::MAX - 5);
-        user.open_cart(code, 4);
-        user.cart.push(5);
-        assert_eq!(user.open_code(), Some(code));
-        user.close_cart(2);
-        assert_eq!(user.open_code(), None);
-        assert_eq!(user.purchased, 2);
+    fn cart_keeps_insertion_order_past_the_inline_part() {
+        let mut user = UserState::new("alice");
+        user.open_cart(secret(), 9);
+        for index in [3, 7, 1, 8, 2] {
+            user.cart_push(index);
+        }
+        assert_eq!(user.cart().collect::<Vec<_>>(), vec![9, 3, 7, 1, 8, 2]);
+        assert_eq!(user.cart_len(), 6);
+        assert!(user.cart_contains(2) && !user.cart_contains(4));
+    }
+
+    #[test]
+    fn cart_opens_and_closes_into_a_stored_purchase() {
+        let mut user = UserState::new("alice");
+        assert_eq!(user.open_secret(), None);
+        let first = secret();
+        user.open_cart(first, 4);
+        user.cart_push(5);
+        user.cart_push(6);
+        assert_eq!(user.open_secret(), Some(first));
+        let outcomes = [
+            (4, ItemOutcome::Bought),
+            (5, ItemOutcome::SoldOut),
+            (6, ItemOutcome::Bought),
+        ];
+        user.close_cart(stored(first, &outcomes));
+        assert_eq!((user.open_secret(), user.cart_len()), (None, 0));
+        assert_eq!(user.cart().count(), 0, "the spilled items went too");
+        assert_eq!(user.purchased(), 2);
+        assert_eq!(user.purchase(first).map(|p| p.items.len()), Some(3));
+        let second = secret();
+        user.open_cart(second, 7);
+        assert!(user.holds_secret(first) && user.holds_secret(second));
+        assert!(!user.holds_secret(secret()));
     }
 
     #[test]
     fn user_state_is_compact() {
-        // Key (16) + state must stay small: a sale may hold millions.
-        assert!(std::mem::size_of::<UserState>() <= 48);
-        assert!(std::mem::size_of::<(Arc<str>, UserState)>() <= 64);
+        // Every user of a sale pays for this: see the module docs.
+        assert_eq!(std::mem::size_of::<UserState>(), 56);
+        assert_eq!(std::mem::size_of::<CompactString>(), 24);
+    }
+
+    #[test]
+    fn the_stripe_hash_never_changes() {
+        // Codes in old logs name stripes computed this way.
+        let stripes: Vec<usize> = ["alice", "bob", "user-0000001", ""]
+            .iter()
+            .map(|u| stripe_of(u))
+            .collect();
+        assert_eq!(stripes, vec![53, 246, 214, 239]);
+    }
+
+    #[test]
+    fn the_stripe_hash_spreads_similar_ids() {
+        let mut counts = vec![0u32; USER_STRIPES];
+        for n in 0..256_000 {
+            counts[stripe_of(&format!("user-{n:07}"))] += 1;
+        }
+        let (min, max) = (counts.iter().min(), counts.iter().max());
+        assert!(min >= Some(&850) && max <= Some(&1150), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn slots_are_numbered_in_creation_order_across_chunks() {
+        let mut stripe = UserStripe::new(7);
+        let users: Vec<String> = (0..SLOTS_PER_CHUNK * 2 + 3)
+            .map(|n| format!("u{n}"))
+            .collect();
+        for (n, user) in users.iter().enumerate() {
+            assert_eq!(stripe.next_slot(), Some(n as u32));
+            assert_eq!(stripe.push(user), n as u32);
+        }
+        assert_eq!(stripe.len() as usize, users.len());
+        assert_eq!(stripe.find("u300"), Some(300));
+        assert_eq!(stripe.user(300).id(), "u300");
+        assert_eq!(stripe.find("nobody"), None);
+        assert!(stripe.get(stripe.len()).is_none());
+        assert_eq!(stripe.chunks.len(), 3, "no slack past one chunk");
+        let order: Vec<u32> = stripe.iter().map(|(slot, _)| slot).collect();
+        assert_eq!(order, (0..users.len() as u32).collect::<Vec<_>>());
+        let message = stripe.check().unwrap_err();
+        assert!(message.contains("hashes to"), "{message}");
+    }
+
+    #[test]
+    fn codes_name_the_slot() {
+        let table = UserTable::new(10);
+        let mut stripe = table.lock("alice");
+        let slot = stripe.push("alice");
+        let first = secret();
+        stripe.user_mut(slot).open_cart(first, 3);
+        let code = stripe.open_code(slot).unwrap();
+        assert_eq!(codes::split(code), (first, stripe.locator(slot)));
+        assert_eq!(codes::split(code).1.stripe, stripe_of("alice"));
+        stripe.check().unwrap();
     }
 
     #[test]
@@ -258,17 +554,5 @@ mod tests {
         table.release_user();
         assert!(table.try_reserve_user());
         assert_eq!(table.users_count(), 2);
-    }
-
-    #[test]
-    fn entry_shares_the_key() {
-        let table = UserTable::new(10);
-        let mut stripe = table.lock("alice");
-        let (key, state) = stripe.entry("alice");
-        state.purchased = 1;
-        assert_eq!(&*key, "alice");
-        assert_eq!(stripe.get("alice").map(|u| u.purchased), Some(1));
-        let (again, _) = stripe.entry("alice");
-        assert!(Arc::ptr_eq(&key, &again));
     }
 }

@@ -203,11 +203,13 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
 /// Applies one migration unless it is recorded already.
 async fn apply(client: &mut Client, migration: &Migration) -> Result<bool, tokio_postgres::Error> {
     let transaction = client.transaction().await?;
-    // Held until commit or rollback: a second exporter waits here and then
-    // finds the migration recorded.
+    // The lock is held until commit or rollback: a second exporter waits
+    // here and then finds the migration recorded. The NOTICE "already
+    // exists" of every later run is noise, hence client_min_messages.
     transaction
         .batch_execute(&format!(
             "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY});
+             SET LOCAL client_min_messages = warning;
              CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    int PRIMARY KEY,
                  applied_at timestamptz NOT NULL

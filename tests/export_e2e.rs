@@ -1,0 +1,225 @@
+//! The export of the real binary: kill -9 of the server under load, several
+//! times, while it exports every second; after a clean restart PostgreSQL
+//! holds every durable record exactly once, and `flashsale export --once`
+//! of the same log directory gives the same tables.
+//!
+//! Needs PostgreSQL like `tests/export_postgres.rs`
+//! (`FLASHSALE_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`); fails if it is unreachable.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{mid_hour_clock_offset_seconds, Server};
+use tokio_postgres::{Client, NoTls};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const CRASH_CYCLES: u64 = 4;
+const CLIENTS: u64 = 8;
+const USERS: u64 = 60;
+const ITEMS: u64 = 200;
+
+struct TestDatabase {
+    name: String,
+    url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        let admin_url =
+            std::env::var("FLASHSALE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+        let name = format!("flashsale_t_{:016x}", getrandom::u64().expect("random"));
+        connect_or_fail(&admin_url)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
+        let url = format!("{base}/{name}");
+        TestDatabase {
+            name,
+            url,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok((client, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
+                    tokio::spawn(connection);
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = client.batch_execute(&sql).await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+async fn connect_or_fail(url: &str) -> Client {
+    match tokio_postgres::connect(url, NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(error) => panic!(
+            "PostgreSQL is required for the export tests and is unreachable at {url}: {error}"
+        ),
+    }
+}
+
+/// Random checkouts, and a purchase after about one checkout in three.
+async fn load(server_url: String, sale: String, seed: u64, deadline: Instant) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut state = seed.wrapping_mul(6364136223846793005) | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    while Instant::now() < deadline {
+        let (user, item) = (next(USERS), next(ITEMS));
+        let url = format!("{server_url}/checkout?user_id=user{user}&id={sale}-{item}");
+        let Ok(response) = client.post(url).send().await else {
+            return; // the server was killed
+        };
+        let Ok(body) = response.json::<serde_json::Value>().await else {
+            return;
+        };
+        if let (Some(code), 0) = (body["code"].as_str(), next(3)) {
+            let url = format!("{server_url}/purchase?code={code}");
+            if client.post(url).send().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until the exporter has exported everything the log holds.
+async fn wait_until_caught_up(server: &Server) -> u64 {
+    let started = Instant::now();
+    loop {
+        let (_, health) = server.get("/health").await;
+        let durable = health["log"]["durable_seq"].as_u64().expect("durable_seq");
+        let exported = health["exporter"]["last_exported_seq"].as_u64();
+        if durable > 0 && exported == Some(durable) {
+            return durable;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "export did not catch up: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every table and view as JSON lines, for comparing two databases.
+async fn dump(client: &Client) -> Vec<String> {
+    let queries = [
+        "SELECT to_jsonb(t)::text FROM sales t ORDER BY sale_id",
+        "SELECT count(*)::text FROM items",
+        "SELECT to_jsonb(t)::text FROM checkout_attempts t ORDER BY seq",
+        "SELECT to_jsonb(t)::text FROM purchases t ORDER BY seq",
+        "SELECT to_jsonb(t)::text FROM purchase_items t ORDER BY purchase_seq, item_id",
+        "SELECT to_jsonb(t)::text FROM sale_summary t ORDER BY sale_id",
+        "SELECT to_jsonb(t)::text FROM checkout_funnel t ORDER BY sale_id",
+        "SELECT last_seq::text FROM export_cursor",
+    ];
+    let mut lines = Vec::new();
+    for sql in queries {
+        for row in client.query(sql, &[]).await.expect("dump query") {
+            lines.push(row.get::<_, String>(0));
+        }
+    }
+    lines
+}
+
+/// `seq` runs from 1 to `durable` over both record tables, once each.
+async fn assert_exactly_once(client: &Client, durable: u64) {
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT seq), coalesce(min(seq), 0), coalesce(max(seq), 0)
+             FROM (SELECT seq FROM checkout_attempts UNION ALL SELECT seq FROM purchases) s",
+            &[],
+        )
+        .await
+        .expect("count");
+    let durable = durable as i64;
+    let counts: (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(counts, (durable, durable, 1, durable));
+    let cursor: i64 = client
+        .query_one("SELECT last_seq FROM export_cursor", &[])
+        .await
+        .expect("cursor")
+        .get(0);
+    assert_eq!(cursor, durable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_is_exactly_once_across_kill_9_of_the_server() {
+    let (live, offline) = (TestDatabase::create().await, TestDatabase::create().await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let offset = mid_hour_clock_offset_seconds().to_string();
+    let args = [
+        "--clock-offset-seconds",
+        offset.as_str(),
+        "--items-per-sale",
+        "200",
+        "--database-url",
+        live.url.as_str(),
+        "--export-interval",
+        "1",
+    ];
+    for cycle in 0..CRASH_CYCLES {
+        let server = Server::start(dir.path(), &args);
+        let sale = server.active_sale_id().await;
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|n| {
+                let url = server.base_url.clone();
+                tokio::spawn(load(url, sale.clone(), cycle * 100 + n + 1, deadline))
+            })
+            .collect();
+        // Kill at a different point of the export interval each cycle.
+        tokio::time::sleep(Duration::from_millis(1_300 + cycle * 370)).await;
+        server.kill9();
+        for task in tasks {
+            task.await.expect("load task");
+        }
+    }
+
+    let server = Server::start(dir.path(), &args);
+    let durable = wait_until_caught_up(&server).await;
+    assert!(durable > 100, "too little load to mean anything: {durable}");
+    assert!(server.terminate().success());
+    let live_client = connect_or_fail(&live.url).await;
+    assert_exactly_once(&live_client, durable).await;
+
+    let status = Command::new(common::binary())
+        .args(["export", "--once", "--items-per-sale", "200"])
+        .arg("--database-url")
+        .arg(&offline.url)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .status()
+        .expect("run flashsale export");
+    assert!(status.success());
+    let offline_client = connect_or_fail(&offline.url).await;
+    assert_exactly_once(&offline_client, durable).await;
+    assert_eq!(dump(&live_client).await, dump(&offline_client).await);
+}
