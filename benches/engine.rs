@@ -222,7 +222,7 @@ fn report_memory_per_user() {
 }
 
 fn main() {
-    if let Some(users_count) = std::env::var(MEMORY_USERS_ENV).ok() {
+    if let Ok(users_count) = std::env::var(MEMORY_USERS_ENV) {
         measure_memory(users_count.parse().expect("a user count"));
         return;
     }

@@ -259,6 +259,54 @@ mod tests {
     }
 
     #[test]
+    fn replayed_open_carts_can_be_purchased_by_their_codes() {
+        let f = story();
+        let engine = fresh(&f);
+        recover(&engine, f.journal.numbered()).unwrap();
+        let snapshot = engine.snapshot();
+        let carol = &snapshot.sales[&f.sale()].users["carol"];
+        let (code, items) = carol.open_cart.clone().unwrap();
+        let purchase = engine.purchase(code).unwrap().answer.unwrap();
+        assert_eq!(purchase.user.as_str(), "carol");
+        let bought: Vec<u32> = purchase.bought().map(|item| item.index).collect();
+        assert_eq!(bought, items);
+    }
+
+    #[test]
+    fn replay_refuses_a_code_that_names_another_slot() {
+        let f = story();
+        let moved = |record: usize, code_bits: fn(u128) -> u128| {
+            let mut records = f.journal.records();
+            match &mut records[record] {
+                Record::Checkout(checkout) => checkout.code = checkout.code.map(code_bits),
+                Record::Purchase(purchase) => purchase.code = code_bits(purchase.code),
+            }
+            replay(&fresh(&f), numbered(records))
+                .unwrap_err()
+                .to_string()
+        };
+        // Alice's first cart, as if another stripe or slot had been used.
+        let message = moved(0, |bits| bits ^ 1);
+        assert!(
+            message.contains("record 1") && message.contains("disagree"),
+            "{message}"
+        );
+        let message = moved(0, |bits| bits ^ 1 << 24);
+        assert!(message.contains("record 1"), "{message}");
+        // Her second item, and Bob's purchase, with a moved locator.
+        let message = moved(1, |bits| bits ^ 1);
+        assert!(
+            message.contains("record 2") && message.contains("names stripe"),
+            "{message}"
+        );
+        let message = moved(4, |bits| bits ^ 1);
+        assert!(
+            message.contains("record 5") && message.contains("bob"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn replay_skips_sales_that_left_retention() {
         let f = story();
         f.clock.set(at_minutes(26 * 60));

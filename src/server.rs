@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use flashsale_wal::{SyncMode, Wal, WalConfig};
+use flashsale_wal::{FsStorage, Storage, SyncMode, Wal, WalConfig};
 
 use crate::config::{ServeArgs, StoreArgs, PAST_SALES_RETAINED_HOURS};
 use crate::domain::SystemClock;
@@ -38,10 +38,12 @@ pub fn engine_config(store: &StoreArgs) -> EngineConfig {
     }
 }
 
-/// Opens the log in `DATA_DIR/wal/` (creating it) with its metrics.
+/// Opens the log in `DATA_DIR/wal/` (creating it) on `storage`, with the
+/// log's metrics when given.
 pub fn open_wal(
     store: &StoreArgs,
     sync_mode: SyncMode,
+    storage: Arc<dyn Storage>,
     metrics: Option<&Arc<Metrics>>,
 ) -> anyhow::Result<Arc<Wal>> {
     let dir = store.wal_dir();
@@ -50,13 +52,22 @@ pub fn open_wal(
     let mut config = WalConfig::new(&dir);
     config.sync_mode = sync_mode;
     config.observer = metrics.map(|m| m.wal.clone() as Arc<dyn flashsale_wal::WalObserver>);
-    let wal =
-        Wal::open(config).with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    let wal = Wal::open_with_storage(config, storage)
+        .with_context(|| format!("cannot open the log in {}", dir.display()))?;
     Ok(Arc::new(wal))
 }
 
 impl Application {
     pub async fn build(args: ServeArgs) -> anyhow::Result<Application> {
+        Application::build_on_storage(args, Arc::new(FsStorage)).await
+    }
+
+    /// `build` with the log on the given file layer: the real one, or in
+    /// tests one that fails writes on purpose.
+    pub async fn build_on_storage(
+        args: ServeArgs,
+        storage: Arc<dyn Storage>,
+    ) -> anyhow::Result<Application> {
         let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
         let sync_mode = if args.unsafe_no_fsync {
             tracing::warn!(
@@ -66,7 +77,7 @@ impl Application {
         } else {
             SyncMode::Fdatasync
         };
-        let wal = open_wal(&args.store, sync_mode, Some(&metrics))?;
+        let wal = open_wal(&args.store, sync_mode, storage, Some(&metrics))?;
         let clock = Arc::new(SystemClock {
             offset_seconds: args.clock_offset_seconds,
         });

@@ -64,6 +64,7 @@ struct LoadArgs {
     #[arg(long)]
     duration_seconds: Option<u64>,
     /// Distinct users (spread over the connections); overrides the scenario's.
+    /// Ignored with --checkout-only, which takes a fresh user every `user_limit` checkouts.
     #[arg(long)]
     users: Option<u64>,
     /// Fixed total rate (open loop): latency is measured from each request's

@@ -117,9 +117,11 @@ fn chart(out: &mut String, top: f64, title: &str, rows: &[Row], unit: &str) -> f
         let width = BAR_WIDTH_MAX_PX * value / scale_max;
         let over_goal = goal.is_some_and(|goal| *value > goal);
         let color = if over_goal { "#d9534f" } else { "#4a7bd0" };
+        // Whole requests per second; milliseconds to the microsecond.
+        let decimals = if unit.is_empty() { 0 } else { 3 };
         let _ = writeln!(
             out,
-            "<text x=\"10\" y=\"{:.1}\">{}</text>\n<rect x=\"{LABEL_WIDTH_PX}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"22\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{value:.2}{unit}</text>",
+            "<text x=\"10\" y=\"{:.1}\">{}</text>\n<rect x=\"{LABEL_WIDTH_PX}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"22\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{value:.decimals$}{unit}</text>",
             y + 16.0,
             escape(label),
             LABEL_WIDTH_PX + width + 6.0,

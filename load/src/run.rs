@@ -48,23 +48,10 @@ pub struct RunConfig {
 /// `audit_status`, not an error: the result is still worth writing).
 pub async fn run(config: RunConfig) -> anyhow::Result<RunResult> {
     let mut setup = Connection::new(config.target.clone(), config.request_timeout);
-    let (health_status, health_body) = api::fetch_health(&mut setup)
-        .await
-        .with_context(|| format!("cannot reach {} (GET /health)", config.target_text))?;
-    let target_is_baseline = health_body.contains("\"baseline\":true");
-    if health_status != 200 {
-        eprintln!("warning: GET /health answered {health_status}: {health_body}");
-    }
-    let sale = match api::fetch_active_sale(&mut setup).await {
-        Ok(sale) => sale,
-        Err(error) => {
-            eprintln!("warning: {error:#}; assuming the SPEC defaults for the current UTC hour");
-            SaleInfo::current_hour_default()
-        }
-    };
+    let discovered = discover(&config, &mut setup).await?;
     let live = Arc::new(LiveCounters::default());
     let shared = Shared {
-        sale: Arc::new(sale.clone()),
+        sale: Arc::new(discovered.sale.clone()),
         live: Arc::clone(&live),
         stop: Arc::new(AtomicBool::new(false)),
     };
@@ -75,37 +62,114 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunResult> {
         }
     });
     let (done_sender, done) = watch::channel(false);
-    let progress = config.progress.then(|| {
-        tokio::spawn(progress::show_progress(
-            Arc::clone(&live),
-            config.duration,
-            done,
-        ))
-    });
+    let progress = config
+        .progress
+        .then(|| tokio::spawn(progress::show_progress(live, config.duration, done)));
     let cpu_seconds_start = report::process_cpu_seconds();
     let start = Instant::now();
     let (outcomes, missed) = run_workers(&config, &shared, start).await;
-    let elapsed_seconds = start.elapsed().as_secs_f64();
-    let cpu_seconds = report::process_cpu_seconds()
-        .zip(cpu_seconds_start)
-        .map(|(end, begin)| end - begin);
+    let measured = Measured {
+        elapsed_seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: report::process_cpu_seconds()
+            .zip(cpu_seconds_start)
+            .map(|(end, begin)| end - begin),
+        missed,
+    };
     let _ = done_sender.send(true);
     if let Some(progress) = progress {
         let _ = progress.await;
     }
-    let mut stats = Stats::default();
-    let mut ledger = Ledger::default();
-    let (mut connects, mut unsent) = (0, 0);
-    for outcome in outcomes {
-        stats.merge(&outcome.stats);
-        ledger.merge(outcome.ledger);
-        connects += outcome.connects_count;
-        unsent += outcome.unsent_count;
-    }
+    let merged = Merged::of(outcomes);
     let (audit_status, audit) =
-        audit_step(&config, &mut setup, &sale, &ledger, target_is_baseline).await?;
-    let figures = report::figures(&stats, elapsed_seconds);
-    Ok(RunResult {
+        audit_step(&config, &mut setup, &discovered, &merged.ledger).await?;
+    Ok(result_of(
+        &config,
+        &discovered,
+        &measured,
+        &merged,
+        audit_status,
+        audit,
+    ))
+}
+
+/// What the target said about itself before the load.
+struct Discovered {
+    sale: SaleInfo,
+    /// The stateless baseline says so in `/health`; auditing it is pointless.
+    target_is_baseline: bool,
+}
+
+/// Asks the target who it is (`/health`) and which sale is active.
+async fn discover(config: &RunConfig, setup: &mut Connection) -> anyhow::Result<Discovered> {
+    let (health_status, health_body) = api::fetch_health(setup)
+        .await
+        .with_context(|| format!("cannot reach {} (GET /health)", config.target_text))?;
+    let target_is_baseline = health_body.contains("\"baseline\":true");
+    if health_status != 200 {
+        eprintln!("warning: GET /health answered {health_status}: {health_body}");
+    }
+    let sale = match api::fetch_active_sale(setup).await {
+        Ok(sale) => sale,
+        Err(error) => {
+            eprintln!("warning: {error:#}; assuming the SPEC defaults for the current UTC hour");
+            SaleInfo::current_hour_default()
+        }
+    };
+    Ok(Discovered {
+        sale,
+        target_is_baseline,
+    })
+}
+
+/// Time, CPU and schedule figures of the load phase.
+struct Measured {
+    elapsed_seconds: f64,
+    cpu_seconds: Option<f64>,
+    missed: u64,
+}
+
+/// The workers' outcomes, added up.
+struct Merged {
+    stats: Stats,
+    ledger: Ledger,
+    connects: u64,
+    unsent: u64,
+}
+
+impl Merged {
+    fn of(outcomes: Vec<WorkerOutcome>) -> Self {
+        let mut merged = Merged {
+            stats: Stats::default(),
+            ledger: Ledger::default(),
+            connects: 0,
+            unsent: 0,
+        };
+        for outcome in outcomes {
+            merged.stats.merge(&outcome.stats);
+            merged.ledger.merge(outcome.ledger);
+            merged.connects += outcome.connects_count;
+            merged.unsent += outcome.unsent_count;
+        }
+        merged
+    }
+}
+
+fn result_of(
+    config: &RunConfig,
+    discovered: &Discovered,
+    measured: &Measured,
+    merged: &Merged,
+    audit_status: String,
+    audit: Option<AuditReport>,
+) -> RunResult {
+    let elapsed_seconds = measured.elapsed_seconds;
+    let figures = report::figures(&merged.stats, elapsed_seconds);
+    let mode = if config.rate_per_second.is_some() {
+        "open_loop"
+    } else {
+        "closed_loop"
+    };
+    RunResult {
         throughput_per_second: figures.answered as f64 / elapsed_seconds,
         success_per_second: figures.success as f64 / elapsed_seconds,
         latency_us_p50: figures.all.p50,
@@ -118,32 +182,28 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunResult> {
         send_lag_us: figures.send_lag,
         audit_status,
         scenario: format!("{:?}", config.scenario).to_lowercase(),
-        mode: if config.rate_per_second.is_some() {
-            "open_loop"
-        } else {
-            "closed_loop"
-        }
-        .to_string(),
+        mode: mode.to_string(),
         rate_per_second: config.rate_per_second,
         checkout_only: config.checkout_only,
         target: config.target_text.clone(),
-        target_is_baseline,
+        target_is_baseline: discovered.target_is_baseline,
         connections: config.connections,
-        users: users_per_worker(&config) * u64::from(config.connections),
+        users: users_per_worker(config) * u64::from(config.connections),
         duration_seconds_planned: config.duration.as_secs_f64(),
         elapsed_seconds,
-        generator_cpu_seconds: cpu_seconds,
-        generator_cpu_percent_of_one_core: cpu_seconds
+        generator_cpu_seconds: measured.cpu_seconds,
+        generator_cpu_percent_of_one_core: measured
+            .cpu_seconds
             .map(|seconds| 100.0 * seconds / elapsed_seconds),
-        schedule_missed: missed,
-        schedule_unsent: unsent,
-        tcp_connects: connects,
-        sale_id: sale.id.clone(),
-        acknowledged_purchases: ledger.acknowledged_purchases_count,
-        acknowledged_purchased_items: ledger.purchased_items_count() as u64,
+        schedule_missed: measured.missed,
+        schedule_unsent: merged.unsent,
+        tcp_connects: merged.connects,
+        sale_id: discovered.sale.id.clone(),
+        acknowledged_purchases: merged.ledger.acknowledged_purchases_count,
+        acknowledged_purchased_items: merged.ledger.purchased_items_count() as u64,
         endpoints: figures.endpoints,
         audit,
-    })
+    }
 }
 
 fn users_per_worker(config: &RunConfig) -> u64 {
@@ -217,19 +277,19 @@ fn run_id() -> u32 {
 async fn audit_step(
     config: &RunConfig,
     setup: &mut Connection,
-    sale: &SaleInfo,
+    discovered: &Discovered,
     ledger: &Ledger,
-    target_is_baseline: bool,
 ) -> anyhow::Result<(String, Option<AuditReport>)> {
     if !config.audit {
         return Ok(("skipped (--no-audit)".to_string(), None));
     }
-    if target_is_baseline {
+    if discovered.target_is_baseline {
         return Ok((
             "vacuous: the target is the stateless baseline, which keeps no sales".to_string(),
             None,
         ));
     }
+    let sale = &discovered.sale;
     let listing = api::fetch_all_items(setup, sale)
         .await
         .context("audit: reading the item listing")?;

@@ -92,8 +92,9 @@ impl Engine {
         let mut stripe = sale.users.lock(user.as_str());
         let slot = match stripe.find(user.as_str()) {
             Some(slot) => slot,
-            None if opened_cart => replay_new_user(&sale, &mut stripe, user.as_str(), code)
-                .map_err(bad)?,
+            None if opened_cart => {
+                replay_new_user(&sale, &mut stripe, user.as_str(), code).map_err(bad)?
+            }
             None => {
                 return Err(bad(format!(
                     "user {user} added item {item} to cart {code}, but has no cart"
@@ -254,7 +255,7 @@ impl Engine {
                 stripe.iter().try_for_each(|(_, state)| {
                     report.users += 1;
                     report.open_carts += u64::from(state.open_secret().is_some());
-                    report.purchases += state.purchases().len() as u64;
+                    report.purchases += state.purchases().count() as u64;
                     self.audit_user(sale.id, state, bought_by)
                 })
             });
@@ -285,8 +286,11 @@ impl Engine {
                 return Err(format!("user {user} holds two codes with one secret"));
             }
             secrets.push(purchase.secret);
-            let items = purchase.items.iter();
-            for index in items.filter(|i| i.outcome == ItemOutcome::Bought).map(|i| i.item_index) {
+            let items = purchase.items();
+            for index in items
+                .filter(|i| i.outcome == ItemOutcome::Bought)
+                .map(|i| i.item_index)
+            {
                 bought += 1;
                 if let Some(earlier) = bought_by.insert(index, purchase.seq) {
                     let item = ItemId { sale, index };
@@ -298,7 +302,9 @@ impl Engine {
             }
         }
         if purchased > limit {
-            return Err(format!("user {user} bought {purchased} items, over the limit {limit}"));
+            return Err(format!(
+                "user {user} bought {purchased} items, over the limit {limit}"
+            ));
         }
         if purchased != bought {
             return Err(format!(
@@ -351,13 +357,15 @@ fn sale_snapshot(sale: &SaleState) -> SaleSnapshot {
     sale.users.for_each_stripe(|stripe| {
         for (slot, state) in stripe.iter() {
             let user = state.id().to_string();
-            let open_cart = stripe.open_code(slot).map(|code| (code, state.cart().collect()));
+            let open_cart = stripe
+                .open_code(slot)
+                .map(|code| (code, state.cart().collect()));
             if let Some((code, _)) = &open_cart {
                 codes.insert(*code, (user.clone(), None));
             }
             for purchase in state.purchases() {
                 let snapshot = StoredPurchaseSnapshot {
-                    items: purchase.items.to_vec(),
+                    items: purchase.items().collect(),
                     seq: purchase.seq,
                 };
                 let code = stripe.code(slot, purchase.secret);

@@ -47,6 +47,14 @@ impl CodeSecret {
         Ok(CodeSecret::from_bits(random >> LOCATOR_BITS))
     }
 
+    pub fn from_words(words: [u32; 3]) -> CodeSecret {
+        CodeSecret(words)
+    }
+
+    pub fn words(self) -> [u32; 3] {
+        self.0
+    }
+
     /// The low 96 bits of `bits`.
     fn from_bits(bits: u128) -> CodeSecret {
         CodeSecret([bits as u32, (bits >> 32) as u32, (bits >> 64) as u32])
@@ -104,7 +112,10 @@ impl StoredPurchase {
     /// Items this purchase bought (saturating: a foreign log may claim
     /// more; the audit then refuses it).
     pub fn bought_count(&self) -> u16 {
-        let bought = self.items.iter().filter(|i| i.outcome == ItemOutcome::Bought);
+        let bought = self
+            .items
+            .iter()
+            .filter(|i| i.outcome == ItemOutcome::Bought);
         u16::try_from(bought.count()).unwrap_or(u16::MAX)
     }
 }
@@ -130,7 +141,13 @@ mod tests {
     fn the_code_layout_never_changes() {
         // Codes in old logs must keep naming the same slots.
         let secret = CodeSecret::from_bits(0x0123_4567_89ab_cdef_0011_2233);
-        let code = compose(secret, Locator { stripe: 0xab, slot: 0x12_3456 });
+        let code = compose(
+            secret,
+            Locator {
+                stripe: 0xab,
+                slot: 0x12_3456,
+            },
+        );
         assert_eq!(code.to_string(), "0123456789abcdef00112233ab123456");
     }
 

@@ -30,6 +30,7 @@
 
 mod apply;
 mod codes;
+mod extra;
 mod inventory;
 mod sales;
 mod users;
@@ -58,6 +59,7 @@ pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use sales::FUTURE_SALES_KNOWN_HOURS;
 
 use codes::{CodeSecret, StoredPurchase};
+use extra::PurchaseWords;
 use sales::{SaleState, SaleTable};
 use users::{UserState, UserStripe};
 
@@ -369,7 +371,8 @@ impl Engine {
         if item.sale != active.id {
             return Reject(Rejection::SaleNotActive, ClaimWait::Nothing);
         }
-        let (purchased, cart_len) = user.map_or((0, 0), |u| (u32::from(u.purchased()), u.cart_len()));
+        let (purchased, cart_len) =
+            user.map_or((0, 0), |u| (u32::from(u.purchased()), u.cart_len()));
         if user.is_some_and(|u| u.cart_contains(item.index)) {
             return CheckoutDecision::AlreadyInCart;
         }
@@ -567,7 +570,12 @@ impl Engine {
             let owner = Some((sale.id, state.id()));
             let outcome = PurchaseOutcome::Rejected(Rejection::SaleNotActive);
             let appended = self.append(&purchase_record(now, code, owner, outcome, Vec::new()));
-            let rejected = |seq| (decided(Err(Rejection::SaleNotActive), seq), ClaimWait::Nothing);
+            let rejected = |seq| {
+                (
+                    decided(Err(Rejection::SaleNotActive), seq),
+                    ClaimWait::Nothing,
+                )
+            };
             return Some(appended.map(rejected));
         }
         Some(self.complete_purchase(sale, &mut stripe, locator.slot, code, now))
@@ -580,10 +588,10 @@ impl Engine {
         sale: &SaleState,
         code: CheckoutCode,
         user: &str,
-        stored: &StoredPurchase,
+        stored: PurchaseWords<'_>,
         now: DateTime<Utc>,
     ) -> Result<(Decided<PurchaseView>, ClaimWait), EngineError> {
-        let items = stored.items.to_vec();
+        let items: Vec<PurchaseItem> = stored.items().collect();
         let owner = Some((sale.id, user));
         let outcome = PurchaseOutcome::Replayed;
         let seq = self.append(&purchase_record(now, code, owner, outcome, items.clone()))?;

@@ -409,3 +409,48 @@ fn engine_is_shared_between_threads_and_refuses_bad_settings() {
     let error = super::Engine::new(config, clock, journal).unwrap_err();
     assert_eq!(error, EngineConfigError::UserLimit(0));
 }
+
+#[test]
+fn a_code_resolves_only_with_all_its_bits() {
+    let f = Fixture::small();
+    let cart = f.cart("alice", 1);
+    let bits = cart.code.as_u128();
+    let (_, locator) = super::codes::split(cart.code);
+    let wrong_secret = CheckoutCode::from_u128(bits ^ 1 << 100);
+    let wrong_slot = CheckoutCode::from_u128(bits ^ 1);
+    assert_eq!(super::codes::split(wrong_secret).1, locator);
+    for code in [wrong_secret, wrong_slot, CheckoutCode::from_u128(0)] {
+        assert_eq!(rejection(f.purchase(code)), Rejection::CheckoutNotFound);
+    }
+    assert_eq!(f.purchase(cart.code).answer.unwrap().items, vec![bought(1)]);
+    assert_eq!(
+        rejection(f.purchase(wrong_secret)),
+        Rejection::CheckoutNotFound,
+        "nor a purchased code"
+    );
+}
+
+#[test]
+fn codes_naming_one_slot_in_two_sales_stay_apart() {
+    let f = Fixture::small();
+    let first = f.cart("alice", 1);
+    let first_bought = f.purchase(first.code).answer.unwrap();
+    let left_open = f.cart("alice", 2);
+    f.clock.set(at_minutes(60));
+    let second = f.cart("alice", 1);
+    let locator = |code| super::codes::split(code).1;
+    assert_eq!(locator(first.code), locator(second.code), "same slot");
+    assert_ne!(first.sale, second.sale);
+    assert_eq!(f.purchase(first.code).answer.unwrap(), first_bought);
+    assert_eq!(
+        rejection(f.purchase(left_open.code)),
+        Rejection::SaleNotActive
+    );
+    let second_bought = f.purchase(second.code).answer.unwrap();
+    assert_eq!(second_bought.sale, second.sale);
+    assert_eq!(second_bought.items, vec![bought(1)]);
+    let restarted = f.replayed();
+    assert_eq!(restarted.snapshot(), f.engine.snapshot());
+    let again = restarted.purchase(first.code).unwrap().answer.unwrap();
+    assert_eq!(again, first_bought);
+}

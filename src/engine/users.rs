@@ -8,7 +8,7 @@
 //! requests of other users mostly run in parallel.
 //!
 //! Why it is shaped like this: a sale may hold millions of users and the
-//! whole server has a memory budget, so a user costs one 56-byte slot plus
+//! whole server has a memory budget, so a user costs one 64-byte slot plus
 //! a few bytes of index, and nothing is kept twice:
 //! - a stripe keeps its users densely, in creation order, in chunks of
 //!   `SLOTS_PER_CHUNK` (no doubling slack: at most one partly filled chunk
@@ -18,7 +18,7 @@
 //! - a checkout code names the owner's stripe and slot (`codes`), so there
 //!   is no separate code index; stored purchase results live with the user;
 //! - rarely needed parts (cart items past the first two, stored purchases)
-//!   sit behind one thin pointer that most users never allocate.
+//!   are packed into one allocation that most users never make (`extra`).
 //!
 //! The stripe of a user comes from a fixed hash (`stripe_of`), not a random
 //! one, and slots are numbered in creation order under the stripe's lock,
@@ -45,6 +45,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::domain::CheckoutCode;
 
 use super::codes::{self, CodeSecret, Locator, StoredPurchase, SLOTS_PER_STRIPE_MAX};
+use super::extra::{PurchaseWords, UserExtra};
 
 /// Stripes per sale: enough that two busy users rarely share a lock on a
 /// small machine, few enough that an untouched sale costs little. Codes
@@ -52,13 +53,14 @@ use super::codes::{self, CodeSecret, Locator, StoredPurchase, SLOTS_PER_STRIPE_M
 pub const USER_STRIPES: usize = 256;
 const _: () = assert!(USER_STRIPES == codes::STRIPES_ADDRESSABLE);
 
-/// Slots allocated at once in a stripe (256 × 56 bytes = 14 KiB): small
-/// enough that the partly filled last chunks of 256 stripes waste at most
-/// 3.5 MiB per sale, large enough that the chunk list stays short.
+/// Slots allocated at once in a stripe (256 × 64 bytes = 16 KiB): small
+/// enough that the partly filled last chunks of 256 stripes reserve at most
+/// 4 MiB per sale (and untouched pages of them are not even resident),
+/// large enough that the chunk list stays short.
 const SLOTS_PER_CHUNK: usize = 256;
 
 /// Cart items kept in the slot before spilling to the heap (typical carts
-/// are small; the limit is at most 1000). Two keep `UserState` at 56 bytes.
+/// are small; the limit is at most 1000). Two fill `UserState`'s 64 bytes.
 const CART_ITEMS_INLINE: usize = 2;
 
 /// The stripe of `user`: FNV-1a over the id's bytes, then murmur3's 64-bit
@@ -81,20 +83,12 @@ pub fn stripe_of(user: &str) -> usize {
     (hash >> 56) as usize % USER_STRIPES
 }
 
-/// The rarely needed parts of a user, allocated on first need.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct UserExtra {
-    /// Cart items past the inline ones, in insertion order.
-    cart_spilled: Vec<u32>,
-    /// Every purchase of the user in this sale, oldest first.
-    purchases: Vec<StoredPurchase>,
-}
-
 /// One user in one sale: the slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserState {
     id: CompactString,
-    extra: Option<Box<UserExtra>>,
+    /// Spilled cart items and stored purchases; empty for most users.
+    extra: UserExtra,
     /// Secret of the open cart's code; meaningful only while the cart is
     /// not empty.
     secret: CodeSecret,
@@ -108,7 +102,7 @@ impl UserState {
     fn new(id: &str) -> UserState {
         UserState {
             id: CompactString::new(id),
-            extra: None,
+            extra: UserExtra::default(),
             secret: CodeSecret::default(),
             purchased: 0,
             cart_len: 0,
@@ -132,10 +126,9 @@ impl UserState {
     /// The open cart's items in insertion order (none if no cart is open).
     pub fn cart(&self) -> impl Iterator<Item = u32> + '_ {
         let inline_len = self.cart_len().min(CART_ITEMS_INLINE);
-        let spilled = self.extra.as_deref().map_or(&[][..], |e| &e.cart_spilled);
         self.cart_inline[..inline_len]
             .iter()
-            .chain(spilled)
+            .chain(self.extra.cart_spilled())
             .copied()
     }
 
@@ -149,12 +142,13 @@ impl UserState {
     }
 
     /// The stored purchase whose code has `secret`.
-    pub fn purchase(&self, secret: CodeSecret) -> Option<&StoredPurchase> {
-        self.purchases().iter().find(|p| p.secret == secret)
+    pub fn purchase(&self, secret: CodeSecret) -> Option<PurchaseWords<'_>> {
+        self.purchases().find(|p| p.secret == secret)
     }
 
-    pub fn purchases(&self) -> &[StoredPurchase] {
-        self.extra.as_deref().map_or(&[], |e| &e.purchases)
+    /// The stored purchases, oldest first.
+    pub fn purchases(&self) -> impl Iterator<Item = PurchaseWords<'_>> {
+        self.extra.purchases()
     }
 
     /// Whether a code of this user (open or purchased) has `secret`.
@@ -179,8 +173,7 @@ impl UserState {
         if position < CART_ITEMS_INLINE {
             self.cart_inline[position] = index;
         } else {
-            let extra = self.extra.get_or_insert_with(Box::default);
-            extra.cart_spilled.push(index);
+            self.extra.push_cart_item(index);
         }
         self.cart_len += 1;
         debug_assert_eq!(self.cart().count(), self.cart_len());
@@ -196,12 +189,8 @@ impl UserState {
         self.cart_len = 0;
         self.cart_inline = [0; CART_ITEMS_INLINE];
         self.secret = CodeSecret::default();
-        let extra = self.extra.get_or_insert_with(Box::default);
-        extra.cart_spilled = Vec::new();
-        // One at a time: users rarely purchase more than a few times, and
-        // `push` alone would reserve room for four.
-        extra.purchases.reserve_exact(1);
-        extra.purchases.push(purchase);
+        self.extra.clear_cart();
+        self.extra.push_purchase(&purchase);
     }
 }
 
@@ -223,7 +212,9 @@ pub struct UserStripe {
 /// The user in `slot` of `chunks`, if it exists.
 fn slot_in(chunks: &[Vec<UserState>], slot: u32) -> Option<&UserState> {
     let slot = slot as usize;
-    chunks.get(slot / SLOTS_PER_CHUNK)?.get(slot % SLOTS_PER_CHUNK)
+    chunks
+        .get(slot / SLOTS_PER_CHUNK)?
+        .get(slot % SLOTS_PER_CHUNK)
 }
 
 impl UserStripe {
@@ -247,9 +238,9 @@ impl UserStripe {
     pub fn find(&self, user: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(user);
         let chunks = &self.chunks;
-        let found = self
-            .index
-            .find(hash, |&slot| slot_in(chunks, slot).is_some_and(|s| s.id() == user));
+        let found = self.index.find(hash, |&slot| {
+            slot_in(chunks, slot).is_some_and(|s| s.id() == user)
+        });
         found.copied()
     }
 
@@ -307,7 +298,11 @@ impl UserStripe {
         let Some(slot) = self.next_slot() else {
             unreachable!("stripe {} is full; next_slot says so first", self.number);
         };
-        if self.chunks.last().is_none_or(|c| c.len() == SLOTS_PER_CHUNK) {
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() == SLOTS_PER_CHUNK)
+        {
             self.chunks.push(Vec::with_capacity(SLOTS_PER_CHUNK));
         }
         if let Some(chunk) = self.chunks.last_mut() {
@@ -476,7 +471,8 @@ mod tests {
         assert_eq!((user.open_secret(), user.cart_len()), (None, 0));
         assert_eq!(user.cart().count(), 0, "the spilled items went too");
         assert_eq!(user.purchased(), 2);
-        assert_eq!(user.purchase(first).map(|p| p.items.len()), Some(3));
+        let kept = user.purchase(first).map(PurchaseWords::to_stored);
+        assert_eq!(kept, Some(stored(first, &outcomes)));
         let second = secret();
         user.open_cart(second, 7);
         assert!(user.holds_secret(first) && user.holds_secret(second));
@@ -486,7 +482,7 @@ mod tests {
     #[test]
     fn user_state_is_compact() {
         // Every user of a sale pays for this: see the module docs.
-        assert_eq!(std::mem::size_of::<UserState>(), 56);
+        assert_eq!(std::mem::size_of::<UserState>(), 64);
         assert_eq!(std::mem::size_of::<CompactString>(), 24);
     }
 

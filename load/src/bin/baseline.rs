@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -22,9 +23,17 @@ struct Cli {
     workers: Option<usize>,
 }
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match serve(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flashsale-baseline: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(cli: Cli) -> anyhow::Result<()> {
     if !cli.listen.ip().is_loopback() {
         bail!("--listen must be a loopback address, got {}", cli.listen);
     }
@@ -38,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         "flashsale-baseline listening on {} with {workers} workers",
         cli.listen
     );
-    flashsale_load::baseline::serve(cli.listen, workers)
-        .await
+    actix_web::rt::System::new()
+        .block_on(flashsale_load::baseline::serve(cli.listen, workers))
         .with_context(|| format!("serve on {}", cli.listen))
 }

@@ -1,0 +1,174 @@
+//! A log that cannot make writes durable: the real server (in this
+//! process, on port 0, spoken to over HTTP) refuses writes with 503, says
+//! why on `/health`, never acknowledges what may not be on disk, and keeps
+//! answering reads.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+use flashsale::config::{Cli, Command};
+use flashsale::server::Application;
+use flashsale_wal::{FsStorage, ReadFile, Storage, WriteFile};
+
+/// The real file system, except that syncs fail once `fail_syncs` is set.
+#[derive(Debug)]
+struct FailingStorage {
+    fail_syncs: Arc<AtomicBool>,
+}
+
+struct FailingFile {
+    inner: Box<dyn WriteFile>,
+    fail_syncs: Arc<AtomicBool>,
+}
+
+impl WriteFile for FailingFile {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fdatasync failure (EIO)"));
+        }
+        self.inner.sync_data()
+    }
+    fn set_len(&mut self, len_bytes: u64) -> io::Result<()> {
+        self.inner.set_len(len_bytes)
+    }
+}
+
+impl FailingStorage {
+    fn wrap(&self, inner: Box<dyn WriteFile>) -> Box<dyn WriteFile> {
+        Box::new(FailingFile {
+            inner,
+            fail_syncs: self.fail_syncs.clone(),
+        })
+    }
+}
+
+impl Storage for FailingStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        FsStorage.list_dir(dir)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        FsStorage.open_read(path)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        Ok(self.wrap(FsStorage.create(path)?))
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        Ok(self.wrap(FsStorage.open_append(path)?))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let cli = Cli::try_parse_from([
+        "flashsale",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir,
+    ])
+    .unwrap();
+    let Command::Serve(args) = cli.command else {
+        panic!("serve")
+    };
+    let fail_syncs = Arc::new(AtomicBool::new(false));
+    let storage = Arc::new(FailingStorage {
+        fail_syncs: fail_syncs.clone(),
+    });
+    let app = Application::build_on_storage(args, storage).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+
+    let sale: serde_json::Value = client
+        .get(format!("{base}/sales/active"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sale = sale["id"].as_str().unwrap().to_string();
+    let ok = client
+        .post(format!("{base}/checkout?user_id=a&id={sale}-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let cart: serde_json::Value = ok.json().await.unwrap();
+    let code = cart["code"].as_str().unwrap().to_string();
+
+    fail_syncs.store(true, Ordering::SeqCst);
+    for attempt in 0..3 {
+        let response = client
+            .post(format!("{base}/checkout?user_id=b&id={sale}-2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503, "attempt {attempt}");
+        assert!(response.headers().contains_key("retry-after"));
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unavailable");
+    }
+    // Not even a purchase of the acknowledged cart is acknowledged now.
+    let response = client
+        .post(format!("{base}/purchase?code={code}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["log"]["state"], "failed");
+    assert!(
+        health["log"]["failure"]
+            .as_str()
+            .unwrap()
+            .contains("injected"),
+        "{health}"
+    );
+
+    // Healing the disk does not help: fsync is never retried.
+    fail_syncs.store(false, Ordering::SeqCst);
+    let response = client
+        .post(format!("{base}/checkout?user_id=c&id={sale}-3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+
+    // Reads keep working.
+    let response = client
+        .get(format!("{base}/sales/{sale}/items?limit=3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("wal_failed 1"), "{metrics}");
+}
