@@ -34,6 +34,11 @@ HEALTH_WAIT_TRIES=100 # x 0.1 s
 REDIS_REQUESTS_MIN=10000
 REDIS_REQUESTS_MAX=5000000
 
+# The servers get their settings from the flags below only: a FLASHSALE_*
+# variable left in the caller's shell (FLASHSALE_UNSAFE_NO_FSYNC above all)
+# would silently change what is measured.
+while read -r variable; do unset "$variable"; done < <(compgen -e | grep '^FLASHSALE_' || true)
+
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 OUT_DIR=${OUT_DIR:-$root/target/compare}

@@ -272,3 +272,32 @@ async fn a_damaged_older_record_stops_the_start_with_segment_and_offset() {
     assert!(stderr.contains(file_name), "names the segment: {stderr}");
     assert!(stderr.contains("offset"), "names the offset: {stderr}");
 }
+
+#[tokio::test]
+async fn a_second_process_cannot_open_a_log_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let second = Server::try_start(dir.path(), &[])
+        .err()
+        .expect("a second server must not start");
+    assert!(
+        second.stderr.contains("in use by another process"),
+        "{}",
+        second.stderr
+    );
+    let export = std::process::Command::new(common::binary())
+        .args([
+            "export",
+            "--once",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!export.status.success());
+    let stderr = String::from_utf8_lossy(&export.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    drop(server);
+}

@@ -421,7 +421,7 @@ impl Engine {
         let Some(target) = slot.or(new_slot) else {
             unreachable!("either the user's slot or a new one");
         };
-        let appended = self.append_addition(active, stripe, target, open_secret, user, item, now);
+        let appended = self.append_addition(active, stripe, target, user, item, now);
         let (secret, seq) = match appended {
             Ok(appended) => appended,
             Err(error) => {
@@ -461,17 +461,16 @@ impl Engine {
 
     /// Appends the `Added` record for the user in `slot` (which may not
     /// exist yet), with a fresh code if no cart is open. Changes nothing.
-    #[allow(clippy::too_many_arguments)]
     fn append_addition(
         &self,
         active: &SaleState,
         stripe: &UserStripe,
         slot: u32,
-        open_secret: Option<CodeSecret>,
         user: &UserId,
         item: ItemId,
         now: DateTime<Utc>,
     ) -> Result<(CodeSecret, u64), EngineError> {
+        let open_secret = stripe.get(slot).and_then(UserState::open_secret);
         let secret = match open_secret {
             Some(secret) => secret,
             None => self.fresh_secret(stripe.get(slot))?,

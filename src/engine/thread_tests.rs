@@ -137,3 +137,32 @@ fn concurrent_checkouts_of_one_user_open_one_cart() {
     );
     check_story(&f.journal.records());
 }
+
+#[test]
+fn users_created_concurrently_in_one_stripe_get_the_same_slots_on_replay() {
+    let f = Fixture::new(EngineConfig {
+        items_per_sale: 64,
+        user_limit: 5,
+        ..EngineConfig::default()
+    });
+    // Names sharing one stripe, so that threads race for its next slot.
+    let names: Vec<String> = (0..)
+        .map(|n| format!("racer{n}"))
+        .filter(|name| super::users::stripe_of(name) == 0)
+        .take(THREADS * 20)
+        .collect();
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(20) {
+            let f = &f;
+            scope.spawn(move || {
+                for (n, name) in chunk.iter().enumerate() {
+                    f.engine.checkout(&user(name), f.item(n as u32)).unwrap();
+                }
+            });
+        }
+    });
+    let snapshot = f.engine.snapshot();
+    assert_eq!(snapshot.sales[&f.sale()].users.len(), names.len());
+    // Codes carry the slots: equal snapshots mean equal slots.
+    assert_eq!(f.replayed().snapshot(), snapshot);
+}

@@ -22,6 +22,9 @@ pub enum WalError {
     Failed { reason: Arc<str> },
     #[error("wal closed")]
     Closed,
+    /// Another process (a server, an offline exporter) has the log open.
+    #[error("the log in {dir} is in use by another process (it holds the LOCK file)")]
+    Locked { dir: PathBuf },
     #[error("wal I/O error: {op} {path}: {source}")]
     Io {
         op: &'static str,

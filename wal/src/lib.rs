@@ -27,7 +27,8 @@
 //! Not a database: no index, no random reads by key, no compaction; records
 //! are deleted only as whole segments. Not for disks that lie about
 //! `fdatasync`. Not a replication log: one process owns a directory (there
-//! is no lock file; opening the same directory twice is a caller bug).
+//! is no sharing: `Wal::open` takes an exclusive `flock` on `DIR/LOCK`, so a
+//! second process opening the same log gets `WalError::Locked`).
 //! `SyncMode::UnsafeNoSync` gives up durability and exists for benchmarks.
 //!
 //! The byte layout and recovery rules are specified in `docs/wal-format.md`.
@@ -53,5 +54,5 @@ pub use error::WalError;
 pub use format::{decode_segment, DamageKind, DecodedRecord, DecodedSegment, SegmentDamage};
 pub use reader::{Record, WalReader};
 pub use segment::{parse_segment_file_name, segment_file_name};
-pub use storage::{FsStorage, ReadFile, Storage, WriteFile};
+pub use storage::{DirLock, FsStorage, ReadFile, Storage, WriteFile, LOCK_FILE_NAME};
 pub use wal::Wal;

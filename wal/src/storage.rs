@@ -31,6 +31,25 @@ pub trait Storage: Send + Sync + Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on the log in `dir`, held until the guard is
+    /// dropped, so that no second process (a second server, an offline
+    /// exporter) opens a log that is being written. `Ok(None)`: this layer
+    /// has no other processes to keep out (test layers in memory).
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        let _ = dir;
+        Ok(None)
+    }
+}
+
+/// Name of the lock file in the log directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// An exclusive advisory lock (`flock`) on the log directory's lock file;
+/// the operating system releases it when the guard is dropped or the
+/// process dies, so a crash never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
 }
 
 /// A file open for positional reads; may grow while it is read.
@@ -57,6 +76,22 @@ pub trait WriteFile: Send {
 pub struct FsStorage;
 
 impl Storage for FsStorage {
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE_NAME))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DirLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another process has this log open",
+            )),
+            Err(fs::TryLockError::Error(error)) => Err(error),
+        }
+    }
+
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
     }

@@ -15,7 +15,7 @@ use crate::error::WalError;
 use crate::reader::WalReader;
 use crate::recovery::recover;
 use crate::shared::Shared;
-use crate::storage::{FsStorage, Storage};
+use crate::storage::{DirLock, FsStorage, Storage};
 use crate::writer::Writer;
 
 /// A segmented, group-committed write-ahead log of opaque payloads.
@@ -23,6 +23,8 @@ pub struct Wal {
     shared: Arc<Shared>,
     storage: Arc<dyn Storage>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held for the life of the handle: one process per log.
+    _dir_lock: Option<DirLock>,
 }
 
 impl Wal {
@@ -39,6 +41,7 @@ impl Wal {
         storage: Arc<dyn Storage>,
     ) -> Result<Wal, WalError> {
         config.validate()?;
+        let dir_lock = lock_dir(&config, storage.as_ref())?;
         let recovered = recover(&config, storage.as_ref())?;
         let active_path = match recovered.segments.last() {
             Some(segment) => segment.path.clone(),
@@ -61,6 +64,7 @@ impl Wal {
             shared,
             storage,
             writer: Mutex::new(Some(handle)),
+            _dir_lock: dir_lock,
         })
     }
 
@@ -175,4 +179,17 @@ impl std::fmt::Debug for Wal {
             .field("failure", &self.failure())
             .finish()
     }
+}
+
+/// Creates the log directory and locks it, or says which directory is in
+/// use by another process.
+fn lock_dir(config: &WalConfig, storage: &dyn Storage) -> Result<Option<DirLock>, WalError> {
+    let dir = &config.dir;
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| WalError::io("create directory", dir, e))?;
+    storage.lock_dir(dir).map_err(|error| match error.kind() {
+        std::io::ErrorKind::WouldBlock => WalError::Locked { dir: dir.clone() },
+        _ => WalError::io("lock", dir, error),
+    })
 }

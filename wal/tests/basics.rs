@@ -58,6 +58,9 @@ fn rotation_keeps_segments_at_or_below_the_size_limit() {
     let mut segments = 0;
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let entry = entry.unwrap();
+        if entry.file_name() == flashsale_wal::LOCK_FILE_NAME {
+            continue;
+        }
         assert!(
             flashsale_wal::parse_segment_file_name(entry.file_name().to_str().unwrap()).is_some()
         );
@@ -342,4 +345,19 @@ fn wal_is_send_and_sync() {
     assert_send_sync::<WalError>();
     fn assert_send<T: Send>() {}
     assert_send::<flashsale_wal::WalReader>();
+}
+
+#[test]
+fn a_second_open_of_the_same_log_is_refused_until_the_first_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = flashsale_wal::Wal::open(flashsale_wal::WalConfig::new(dir.path())).unwrap();
+    let second = flashsale_wal::Wal::open(flashsale_wal::WalConfig::new(dir.path()));
+    match second {
+        Err(flashsale_wal::WalError::Locked { dir: locked }) => assert_eq!(locked, dir.path()),
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("two handles on one log"),
+    }
+    first.close();
+    drop(first);
+    flashsale_wal::Wal::open(flashsale_wal::WalConfig::new(dir.path())).unwrap();
 }
