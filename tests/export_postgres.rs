@@ -167,7 +167,7 @@ impl Generator {
         match r % 12 {
             0..=3 => checkout(at_unix_ms, sale, user, index, Some(code), {
                 CheckoutOutcome::Added {
-                    opened_cart: r % 2 == 0,
+                    opened_cart: r.is_multiple_of(2),
                 }
             }),
             4 => checkout(at_unix_ms, sale, user, index, Some(code), {
@@ -179,7 +179,7 @@ impl Generator {
                 });
                 if let Record::Checkout(c) = &mut record {
                     // Raw client text, once in a while with a NUL byte.
-                    c.item_id = if r % 7 == 0 {
+                    c.item_id = if r.is_multiple_of(7) {
                         "bad\0id".into()
                     } else {
                         "nope".into()
@@ -216,7 +216,7 @@ impl Generator {
                 PurchaseOutcome::Replayed,
                 r,
             ),
-            _ if r % 2 == 0 => purchase(
+            _ if r.is_multiple_of(2) => purchase(
                 at_unix_ms,
                 Some(sale),
                 user,

@@ -30,7 +30,7 @@ fn hammer(f: &Fixture, seed: u64) {
     for _ in 0..OPS_PER_THREAD {
         let name = format!("user{}", next_random(&mut random) % USERS as u64);
         let index = (next_random(&mut random) % u64::from(ITEMS)) as u32;
-        if next_random(&mut random) % 3 == 0 && !codes.is_empty() {
+        if next_random(&mut random).is_multiple_of(3) && !codes.is_empty() {
             let code = codes[(next_random(&mut random) % codes.len() as u64) as usize];
             let decided = f.engine.purchase(code).unwrap();
             assert!(decided.wait_seq >= decided.seq);
