@@ -15,7 +15,9 @@
 #
 # Settings (environment):
 #   DURATION_SECONDS=15   per configuration
-#   CONNECTIONS=32        load connections (and redis-benchmark clients)
+#   CONNECTIONS=128       load connections (and redis-benchmark clients)
+#   SERVER_WORKERS=1      HTTP worker threads of both servers: the load
+#                         generator needs the other core of a 2-core machine
 #   LOAD_THREADS=1        flashsale-load runtime threads
 #   OUT_DIR=target/compare
 #   NO_FSYNC_FLAG=--unsafe-no-fsync   the server's flag that turns fsync off
@@ -26,7 +28,8 @@
 set -euo pipefail
 
 DURATION_SECONDS=${DURATION_SECONDS:-15}
-CONNECTIONS=${CONNECTIONS:-32}
+CONNECTIONS=${CONNECTIONS:-128}
+SERVER_WORKERS=${SERVER_WORKERS:-1}
 LOAD_THREADS=${LOAD_THREADS:-1}
 NO_FSYNC_FLAG=${NO_FSYNC_FLAG:---unsafe-no-fsync}
 AUDIT_SECONDS=${AUDIT_SECONDS:-10}
@@ -117,7 +120,8 @@ start_server() {
   local name=$1 port=$2
   shift 2
   mkdir -p "$work/$name"
-  "$SERVER" serve --listen "127.0.0.1:$port" --data-dir "$work/$name/data" "$@" \
+  "$SERVER" serve --listen "127.0.0.1:$port" --data-dir "$work/$name/data" \
+    --workers "$SERVER_WORKERS" "$@" \
     >"$OUT_DIR/$name.server.log" 2>&1 &
   server_pid=$!
   if ! wait_healthy "$port"; then
@@ -157,7 +161,7 @@ fixed_rate="" fixed_target="" fixed_p50="" fixed_p99="" fixed_p999="" audit_stat
 
 # 1. The ceiling.
 port=$(free_port)
-"$BASELINE" --listen "127.0.0.1:$port" >"$OUT_DIR/bare-actix.server.log" 2>&1 &
+"$BASELINE" --listen "127.0.0.1:$port" --workers "$SERVER_WORKERS" >"$OUT_DIR/bare-actix.server.log" 2>&1 &
 server_pid=$!
 wait_healthy "$port" || { echo "the baseline server did not start" >&2; exit 2; }
 bare=$(peak_load bare-actix "$port")
@@ -190,7 +194,7 @@ else
   if [[ $keep_baseline != yes ]]; then
     stop_server
     port=$(free_port)
-    "$BASELINE" --listen "127.0.0.1:$port" >>"$OUT_DIR/bare-actix.server.log" 2>&1 &
+    "$BASELINE" --listen "127.0.0.1:$port" --workers "$SERVER_WORKERS" >>"$OUT_DIR/bare-actix.server.log" 2>&1 &
     server_pid=$!
     wait_healthy "$port" || { echo "the baseline server did not restart" >&2; exit 2; }
   else
