@@ -7,6 +7,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use flashsale::config::{Cli, Command, LogFormat};
+use mimalloc::MiMalloc;
+
+/// mimalloc instead of the system allocator: every request allocates a
+/// little (JSON, the log record, actix's request state); measured in
+/// docs/benchmarks.md.
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -74,6 +74,10 @@ struct LoadArgs {
     /// Only checkouts, fresh users every `user_limit` of them (baseline comparison).
     #[arg(long)]
     checkout_only: bool,
+    /// Only checkouts of items that do not exist (404, each by a new user):
+    /// what rejected requests cost the server (memory must not grow).
+    #[arg(long)]
+    reject_only: bool,
     /// Write the JSON result here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -204,7 +208,8 @@ fn config_of(args: LoadArgs) -> anyhow::Result<RunConfig> {
         duration: Duration::from_secs(duration_seconds),
         users,
         rate_per_second: args.rate,
-        checkout_only: args.checkout_only,
+        checkout_only: args.checkout_only || args.reject_only,
+        reject_only: args.reject_only,
         audit: !args.no_audit,
         progress: !args.no_progress,
         request_timeout: Duration::from_millis(args.request_timeout_ms),

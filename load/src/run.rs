@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub users: u64,
     pub rate_per_second: Option<f64>,
     pub checkout_only: bool,
+    /// Checkouts of items that do not exist: every answer is a 404.
+    pub reject_only: bool,
     pub audit: bool,
     pub progress: bool,
     pub request_timeout: Duration,
@@ -230,6 +232,7 @@ async fn run_workers(
             users_count: users_per_worker(config),
             mix: config.mix,
             checkout_only: config.checkout_only,
+            reject_only: config.reject_only,
             deadline: start + config.duration,
             requests_max: config.duration.as_secs().max(1) * REQUESTS_PER_CONNECTION_SECOND_MAX,
         };

@@ -36,6 +36,8 @@ pub struct WorkerPlan {
     pub mix: Mix,
     /// Only checkouts, each user taking `user_limit` of them, then a fresh user.
     pub checkout_only: bool,
+    /// Checkouts of item indices past the sale's last item, a new user each.
+    pub reject_only: bool,
     pub deadline: Instant,
     pub requests_max: u64,
 }
@@ -217,6 +219,12 @@ impl Session {
     fn next_action(&mut self) -> Action {
         let sale = &self.shared.sale;
         let item_index = self.rng.u64(0..sale.total_items.max(1));
+        if self.plan.reject_only {
+            let user = self.cursor;
+            self.cursor += 1;
+            let item_index = sale.total_items + self.rng.u64(0..1_000_000);
+            return Action::Checkout { user, item_index };
+        }
         if self.plan.checkout_only {
             // A fresh user every `user_limit` checkouts: every checkout can succeed.
             let user = self.cursor / sale.user_limit.max(1);
