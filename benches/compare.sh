@@ -18,6 +18,8 @@
 #   CONNECTIONS=128       load connections (and redis-benchmark clients)
 #   SERVER_WORKERS=1      HTTP worker threads of both servers: the load
 #                         generator needs the other core of a 2-core machine
+#   LATENCY_SERVER_WORKERS=0   workers of the server in the fixed-rate run
+#                         (0: the server's default, one per core)
 #   LOAD_THREADS=1        flashsale-load runtime threads
 #   OUT_DIR=target/compare
 #   NO_FSYNC_FLAG=--unsafe-no-fsync   the server's flag that turns fsync off
@@ -30,6 +32,7 @@ set -euo pipefail
 DURATION_SECONDS=${DURATION_SECONDS:-15}
 CONNECTIONS=${CONNECTIONS:-128}
 SERVER_WORKERS=${SERVER_WORKERS:-1}
+LATENCY_SERVER_WORKERS=${LATENCY_SERVER_WORKERS:-0}
 LOAD_THREADS=${LOAD_THREADS:-1}
 NO_FSYNC_FLAG=${NO_FSYNC_FLAG:---unsafe-no-fsync}
 AUDIT_SECONDS=${AUDIT_SECONDS:-10}
@@ -121,7 +124,7 @@ start_server() {
   shift 2
   mkdir -p "$work/$name"
   "$SERVER" serve --listen "127.0.0.1:$port" --data-dir "$work/$name/data" \
-    --workers "$SERVER_WORKERS" "$@" \
+    --workers "${START_WORKERS:-$SERVER_WORKERS}" "$@" \
     >"$OUT_DIR/$name.server.log" 2>&1 &
   server_pid=$!
   if ! wait_healthy "$port"; then
@@ -190,6 +193,13 @@ fi
 if [[ -n "$durable" ]]; then
   fixed_target=flashsale-sync-on
   fixed_rate=$(awk -v peak="$durable" 'BEGIN { printf "%.0f", peak / 2 }')
+  # Latency is measured on the server's default worker count (one per core):
+  # one worker beside the load generator gives the best closed-loop peak on
+  # two cores, but at a fixed rate a lone worker falls behind in bursts.
+  stop_server
+  port=$(free_port)
+  START_WORKERS=$LATENCY_SERVER_WORKERS start_server flashsale-sync-on-latency "$port" ||
+    log "the latency server did not start"
 else
   if [[ $keep_baseline != yes ]]; then
     stop_server
