@@ -39,15 +39,7 @@ async fn client_loop(
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut next = common::numbers_below(seed);
     while Instant::now() < deadline {
         let user = format!("user{}", next(USERS as u64));
         let item = format!("{sale}-{}", next(u64::from(ITEMS)));

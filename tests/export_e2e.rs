@@ -12,72 +12,14 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::postgres::{connect_or_fail, TestDatabase};
 use common::{mid_hour_clock_offset_seconds, Server};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const CRASH_CYCLES: u64 = 4;
 const CLIENTS: u64 = 8;
 const USERS: u64 = 60;
 const ITEMS: u64 = 200;
-
-struct TestDatabase {
-    name: String,
-    url: String,
-    admin_url: String,
-}
-
-impl TestDatabase {
-    async fn create() -> TestDatabase {
-        let admin_url =
-            std::env::var("FLASHSALE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let name = format!("flashsale_t_{:016x}", getrandom::u64().expect("random"));
-        connect_or_fail(&admin_url)
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
-        let url = format!("{base}/{name}");
-        TestDatabase {
-            name,
-            url,
-            admin_url,
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok((client, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
-                    tokio::spawn(connection);
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = client.batch_execute(&sql).await;
-                }
-            });
-        });
-        let _ = dropper.join();
-    }
-}
-
-async fn connect_or_fail(url: &str) -> Client {
-    match tokio_postgres::connect(url, NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            client
-        }
-        Err(error) => panic!(
-            "PostgreSQL is required for the export tests and is unreachable at {url}: {error}"
-        ),
-    }
-}
 
 /// Random checkouts, and a purchase after about one checkout in three.
 async fn load(server_url: String, sale: String, seed: u64, deadline: Instant) {
@@ -85,13 +27,7 @@ async fn load(server_url: String, sale: String, seed: u64, deadline: Instant) {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    let mut state = seed.wrapping_mul(6364136223846793005) | 1;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut next = common::numbers_below(seed);
     while Instant::now() < deadline {
         let (user, item) = (next(USERS), next(ITEMS));
         let url = format!("{server_url}/checkout?user_id=user{user}&id={sale}-{item}");

@@ -7,11 +7,14 @@
 //! databases. Every test works in its own fresh database, so tests run in
 //! parallel. An unreachable PostgreSQL fails the tests, it never skips them.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::postgres::TestDatabase;
 use flashsale::domain::{CheckoutCode, ItemId, SaleId};
 use flashsale::export::schema::migrate;
 use flashsale::export::{
@@ -23,105 +26,23 @@ use flashsale::journal::{
     PurchaseRecord, Record, Rejection,
 };
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const ITEMS_PER_SALE: u32 = 50;
 const SALE_A: u32 = 2026112120;
 const SALE_B: u32 = 2026112121;
 
-// ---------------------------------------------------------------------------
-// A fresh database per test.
-
-struct TestDatabase {
-    name: String,
-    url: String,
-    admin_url: String,
-}
-
-impl TestDatabase {
-    async fn create() -> TestDatabase {
-        let admin_url =
-            std::env::var("FLASHSALE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let name = format!("flashsale_t_{:016x}", getrandom::u64().expect("random"));
-        let admin = connect_or_fail(&admin_url).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
-        let url = url_with_database(&admin_url, &name);
-        TestDatabase {
-            name,
-            url,
-            admin_url,
-        }
+/// The exporter's settings for tests: small batches, short pauses.
+fn config(db: &TestDatabase) -> ExportConfig {
+    ExportConfig {
+        batch_records_max: 500,
+        items_per_sale: ITEMS_PER_SALE,
+        interval: Duration::from_millis(50),
+        retry_backoff_initial: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_millis(200),
+        postgres_timeout: Duration::from_secs(30),
+        ..ExportConfig::new(db.url.clone())
     }
-
-    async fn client(&self) -> Client {
-        connect_or_fail(&self.url).await
-    }
-
-    fn config(&self) -> ExportConfig {
-        ExportConfig {
-            batch_records_max: 500,
-            items_per_sale: ITEMS_PER_SALE,
-            interval: Duration::from_millis(50),
-            retry_backoff_initial: Duration::from_millis(10),
-            retry_backoff_max: Duration::from_millis(200),
-            postgres_timeout: Duration::from_secs(30),
-            ..ExportConfig::new(self.url.clone())
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok((client, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
-                    tokio::spawn(connection);
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    if let Err(error) = client.batch_execute(&sql).await {
-                        eprintln!("cannot drop test database {name}: {error}");
-                    }
-                }
-            });
-        });
-        let _ = dropper.join();
-    }
-}
-
-async fn connect_or_fail(url: &str) -> Client {
-    match tokio_postgres::connect(url, NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            client
-        }
-        Err(error) => panic!(
-            "PostgreSQL is required for the export tests and is unreachable at {url}: {error}. \
-             Start it or set FLASHSALE_TEST_DATABASE_URL."
-        ),
-    }
-}
-
-/// `url` naming database `name` instead of its own.
-fn url_with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
 }
 
 // ---------------------------------------------------------------------------
@@ -563,7 +484,7 @@ async fn wait_until_exported(status: &ExportStatus, seq: u64, limit: Duration) {
 async fn rows_equal_records_after_a_load() {
     let db = TestDatabase::create().await;
     let records = Generator::new(1).records(3_000);
-    let report = export_once(db.config(), Box::new(MemorySource::new(records.clone())))
+    let report = export_once(config(&db), Box::new(MemorySource::new(records.clone())))
         .await
         .unwrap();
     assert_eq!(report.cursor_before, 0);
@@ -573,7 +494,7 @@ async fn rows_equal_records_after_a_load() {
     let client = db.client().await;
     assert_tables_match(&client, &records).await;
     // A second run finds nothing to do.
-    let again = export_once(db.config(), Box::new(MemorySource::new(records.clone())))
+    let again = export_once(config(&db), Box::new(MemorySource::new(records.clone())))
         .await
         .unwrap();
     assert_eq!((again.records, again.batches), (0, 0));
@@ -590,7 +511,7 @@ async fn migrations_run_twice_are_harmless() {
     applied.sort_unstable();
     assert_eq!(applied, [1, 2, 3], "each migration applied exactly once");
     let records = Generator::new(2).records(700);
-    export_once(db.config(), Box::new(MemorySource::new(records.clone())))
+    export_once(config(&db), Box::new(MemorySource::new(records.clone())))
         .await
         .unwrap();
     assert!(migrate(&mut first).await.unwrap().is_empty());
@@ -606,7 +527,7 @@ async fn migrations_run_twice_are_harmless() {
         .batch_execute("INSERT INTO schema_migrations VALUES (99, now())")
         .await
         .unwrap();
-    let error = export_once(db.config(), Box::new(MemorySource::new(records)))
+    let error = export_once(config(&db), Box::new(MemorySource::new(records)))
         .await
         .unwrap_err();
     assert!(error.to_string().contains("newer"), "{error}");
@@ -617,7 +538,7 @@ async fn exactly_once_when_connections_are_terminated_mid_export() {
     let db = TestDatabase::create().await;
     let config = ExportConfig {
         batch_records_max: 300,
-        ..db.config()
+        ..config(&db)
     };
     let mut generator = Generator::new(3);
     let source = MemorySource::new(generator.records(10_000));
@@ -684,7 +605,7 @@ async fn exactly_once_when_a_batch_fails_after_copy_or_at_commit() {
     let client = db.client().await;
     let records = Generator::new(4).records(3_000);
     let source = MemorySource::new(records[..1_000].to_vec());
-    export_once(db.config(), Box::new(source.clone()))
+    export_once(config(&db), Box::new(source.clone()))
         .await
         .unwrap();
     client
@@ -701,7 +622,7 @@ async fn exactly_once_when_a_batch_fails_after_copy_or_at_commit() {
     }
     let (shutdown_sender, shutdown) = watch::channel(false);
     let (handle, status) = spawn_exporter(
-        db.config(),
+        config(&db),
         Box::new(source.clone()),
         &prometheus::Registry::new(),
         shutdown,
@@ -762,7 +683,7 @@ async fn restarted_exporter_resumes_from_the_cursor() {
     let db = TestDatabase::create().await;
     let records = Generator::new(5).records(12_000);
     let source = MemorySource::new(records[..1_500].to_vec());
-    let first = export_once(db.config(), Box::new(source.clone()))
+    let first = export_once(config(&db), Box::new(source.clone()))
         .await
         .unwrap();
     assert_eq!(first.last_exported_seq, 1_500);
@@ -771,7 +692,7 @@ async fn restarted_exporter_resumes_from_the_cursor() {
     }
     let config = ExportConfig {
         batch_records_max: 400,
-        ..db.config()
+        ..config(&db)
     };
     let mut cursors = Vec::new();
     for attempt in 0..8u64 {
@@ -802,7 +723,7 @@ async fn offline_export_gives_the_same_tables_as_the_running_exporter() {
     let source = MemorySource::default();
     let (shutdown_sender, shutdown) = watch::channel(false);
     let (handle, status) = spawn_exporter(
-        live_db.config(),
+        config(&live_db),
         Box::new(source.clone()),
         &prometheus::Registry::new(),
         shutdown,
@@ -819,7 +740,7 @@ async fn offline_export_gives_the_same_tables_as_the_running_exporter() {
     handle.await.unwrap();
     let offline_config = ExportConfig {
         batch_records_max: 1_234,
-        ..offline_db.config()
+        ..config(&offline_db)
     };
     export_once(offline_config, Box::new(source.clone()))
         .await
@@ -839,7 +760,7 @@ async fn two_exporters_never_export_a_record_twice() {
     let source = MemorySource::new(records.clone());
     let config = ExportConfig {
         batch_records_max: 200,
-        ..db.config()
+        ..config(&db)
     };
     let (a, b) = tokio::join!(
         export_once(config.clone(), Box::new(source.clone())),
@@ -881,7 +802,7 @@ async fn gaps_and_a_cursor_ahead_of_the_log_are_refused() {
     let records = Generator::new(8).records(400);
     let config = ExportConfig {
         batch_records_max: 100,
-        ..db.config()
+        ..config(&db)
     };
     let error = export_once(config.clone(), Box::new(GappySource(records.clone())))
         .await
@@ -959,7 +880,7 @@ async fn records_from_a_real_log_directory_are_exported() {
         wal.append(&journal::encode(record).unwrap()).unwrap();
     }
     wal.wait_durable(records.len() as u64).unwrap();
-    let report = export_once(db.config(), Box::new(WalSource::new(Arc::clone(&wal))))
+    let report = export_once(config(&db), Box::new(WalSource::new(Arc::clone(&wal))))
         .await
         .unwrap();
     assert_eq!(report.last_exported_seq, 2_000);
@@ -972,7 +893,7 @@ async fn records_from_a_real_log_directory_are_exported() {
 async fn the_documented_queries_run() {
     let db = TestDatabase::create().await;
     let records = Generator::new(12).records(2_000);
-    export_once(db.config(), Box::new(MemorySource::new(records)))
+    export_once(config(&db), Box::new(MemorySource::new(records)))
         .await
         .unwrap();
     let client = db.client().await;

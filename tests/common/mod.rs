@@ -2,6 +2,8 @@
 //! directory and speaks HTTP to it, as a client would.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,6 +21,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn mid_hour_clock_offset_seconds() -> i64 {
     let seconds_into_hour = chrono::Utc::now().timestamp().rem_euclid(3600);
     300 - seconds_into_hour
+}
+
+/// A repeatable stream of pseudo-random numbers (xorshift64): `next(n)` is
+/// below `n`. Load loops in tests use it so that a failure can be rerun.
+pub fn numbers_below(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed.wrapping_mul(6364136223846793005) | 1;
+    move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n.max(1)
+    }
 }
 
 pub struct Server {
