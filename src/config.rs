@@ -15,8 +15,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const REQUEST_BODY_BYTES_MAX: usize = 4 * 1024;
 /// Largest query string accepted, in bytes; parameters are short.
 pub const QUERY_BYTES_MAX: usize = 1024;
-/// Write requests (checkout, purchase) waiting at once; beyond: 429.
-pub const WRITE_REQUESTS_IN_FLIGHT_MAX: usize = 16 * 1024;
+/// Default of `--write-requests-in-flight-max`.
+pub const WRITE_REQUESTS_IN_FLIGHT_MAX_DEFAULT: u32 = 16 * 1024;
 /// Open connections per worker; beyond, the server stops accepting.
 pub const CONNECTIONS_PER_WORKER_MAX: usize = 25_000;
 /// Pending connections the kernel may queue for us.
@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// Log lines as human-readable text or as JSON.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Checkouts and purchases in flight at once (waiting for the log);
+    /// beyond it, writes answer 429 with Retry-After.
+    #[arg(long, env = "FLASHSALE_WRITE_REQUESTS_IN_FLIGHT_MAX",
+          default_value_t = WRITE_REQUESTS_IN_FLIGHT_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub write_requests_in_flight_max: u32,
 
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "FLASHSALE_WORKERS", default_value_t = 0,

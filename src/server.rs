@@ -85,7 +85,12 @@ impl Application {
         let engine = Arc::new(Engine::new(engine_config(&args.store), clock, journal)?);
         replay(&engine, &wal)?;
 
-        let service = Arc::new(Service::new(engine, wal.clone(), metrics.clone()));
+        let service = Arc::new(Service::new(
+            engine,
+            wal.clone(),
+            metrics.clone(),
+            args.write_requests_in_flight_max as usize,
+        ));
         let exporter = match &args.database_url {
             Some(url) => Some(crate::export::start_in_server(
                 url,

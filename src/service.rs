@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use flashsale_wal::Wal;
 
-use crate::config::WRITE_REQUESTS_IN_FLIGHT_MAX;
 use crate::domain::{CheckoutCode, ItemId, UserId};
 use crate::engine::{CartView, Decided, Engine, EngineError, PurchaseView};
 use crate::journal::Rejection;
@@ -31,10 +30,11 @@ pub struct Service {
     wal: Arc<Wal>,
     metrics: Arc<Metrics>,
     writes_in_flight: AtomicUsize,
+    writes_in_flight_max: usize,
     shutting_down: AtomicBool,
 }
 
-/// Holds one of the `WRITE_REQUESTS_IN_FLIGHT_MAX` places until dropped.
+/// Holds one of the `writes_in_flight_max` places until dropped.
 struct WritePermit<'a> {
     service: &'a Service,
 }
@@ -47,12 +47,19 @@ impl Drop for WritePermit<'_> {
 }
 
 impl Service {
-    pub fn new(engine: Arc<Engine>, wal: Arc<Wal>, metrics: Arc<Metrics>) -> Service {
+    pub fn new(
+        engine: Arc<Engine>,
+        wal: Arc<Wal>,
+        metrics: Arc<Metrics>,
+        writes_in_flight_max: usize,
+    ) -> Service {
+        assert!(writes_in_flight_max > 0);
         Service {
             engine,
             wal,
             metrics,
             writes_in_flight: AtomicUsize::new(0),
+            writes_in_flight_max,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -123,7 +130,7 @@ impl Service {
         let before = self.writes_in_flight.fetch_add(1, Ordering::AcqRel);
         let permit = WritePermit { service: self };
         self.metrics.write_requests_in_flight.inc();
-        if before >= WRITE_REQUESTS_IN_FLIGHT_MAX {
+        if before >= self.writes_in_flight_max {
             return Err(ServiceError::RateLimited);
         }
         Ok(permit)

@@ -1,7 +1,8 @@
-//! A log that cannot make writes durable: the real server (in this
-//! process, on port 0, spoken to over HTTP) refuses writes with 503, says
-//! why on `/health`, never acknowledges what may not be on disk, and keeps
-//! answering reads.
+//! A log that cannot make writes durable, or is slow to: the real server
+//! (in this process, on port 0, spoken to over HTTP) refuses writes with
+//! 503 when the log failed, says why on `/health`, never acknowledges what
+//! may not be on disk, keeps answering reads; and with the log stalled it
+//! turns writes beyond `--write-requests-in-flight-max` away with 429.
 
 use std::io;
 use std::path::Path;
@@ -13,22 +14,32 @@ use flashsale::config::{Cli, Command};
 use flashsale::server::Application;
 use flashsale_wal::{FsStorage, ReadFile, Storage, WriteFile};
 
-/// The real file system, except that syncs fail once `fail_syncs` is set.
-#[derive(Debug)]
+/// The real file system, except that syncs fail once `fail_syncs` is set
+/// and wait while `hold_syncs` is set.
+#[derive(Debug, Default)]
 struct FailingStorage {
     fail_syncs: Arc<AtomicBool>,
+    hold_syncs: Arc<AtomicBool>,
 }
 
 struct FailingFile {
     inner: Box<dyn WriteFile>,
     fail_syncs: Arc<AtomicBool>,
+    hold_syncs: Arc<AtomicBool>,
 }
+
+/// Longest a held sync waits, so a failing test cannot hang.
+const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl WriteFile for FailingFile {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)
     }
     fn sync_data(&mut self) -> io::Result<()> {
+        let held_since = std::time::Instant::now();
+        while self.hold_syncs.load(Ordering::SeqCst) && held_since.elapsed() < HOLD_MAX {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         if self.fail_syncs.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected fdatasync failure (EIO)"));
         }
@@ -44,6 +55,7 @@ impl FailingStorage {
         Box::new(FailingFile {
             inner,
             fail_syncs: self.fail_syncs.clone(),
+            hold_syncs: self.hold_syncs.clone(),
         })
     }
 }
@@ -88,10 +100,8 @@ async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
     let Command::Serve(args) = cli.command else {
         panic!("serve")
     };
-    let fail_syncs = Arc::new(AtomicBool::new(false));
-    let storage = Arc::new(FailingStorage {
-        fail_syncs: fail_syncs.clone(),
-    });
+    let storage = Arc::new(FailingStorage::default());
+    let fail_syncs = storage.fail_syncs.clone();
     let app = Application::build_on_storage(args, storage).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
@@ -171,4 +181,97 @@ async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
         .await
         .unwrap();
     assert!(metrics.contains("wal_failed 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beyond_the_in_flight_limit_get_429_while_the_log_is_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let cli = Cli::try_parse_from([
+        "flashsale",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir,
+        "--write-requests-in-flight-max",
+        "3",
+    ])
+    .unwrap();
+    let Command::Serve(args) = cli.command else {
+        panic!("serve")
+    };
+    let storage = Arc::new(FailingStorage::default());
+    let hold_syncs = storage.hold_syncs.clone();
+    let app = Application::build_on_storage(args, storage).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let sale: serde_json::Value = client
+        .get(format!("{base}/sales/active"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sale = sale["id"].as_str().unwrap().to_string();
+
+    hold_syncs.store(true, Ordering::SeqCst);
+    let stalled: Vec<_> = (0..3)
+        .map(|n| {
+            tokio::spawn(
+                client
+                    .post(format!("{base}/checkout?user_id=s{n}&id={sale}-{n}"))
+                    .send(),
+            )
+        })
+        .collect();
+    // Wait until the three are admitted and waiting for the log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("write_requests_in_flight 3") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes were not admitted: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = client
+        .post(format!("{base}/checkout?user_id=late&id={sale}-9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    // Reads are not limited.
+    let response = client
+        .get(format!("{base}/sales/{sale}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    hold_syncs.store(false, Ordering::SeqCst);
+    for request in stalled {
+        assert_eq!(request.await.unwrap().unwrap().status().as_u16(), 200);
+    }
+    let retried = client
+        .post(format!("{base}/checkout?user_id=late&id={sale}-9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status().as_u16(), 200);
 }
