@@ -11,12 +11,14 @@
 //! has failed, `durable_seq` never moves again and every waiter above it
 //! gets the failure.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::watch;
 
 use crate::config::WalConfig;
 use crate::error::WalError;
@@ -50,7 +52,9 @@ pub(crate) struct Shared {
     durable_seq: AtomicU64,
     durable_lock: Mutex<()>,
     durable_changed: Condvar,
-    durable_watch: watch::Sender<u64>,
+    /// Async waiters by the sequence number they wait for: a batch wakes
+    /// only the waiters it made durable, not every waiter.
+    durable_wakers: Mutex<BTreeMap<u64, Vec<Waker>>>,
     failure: OnceLock<WalError>,
     pub segments: Mutex<Vec<SegmentMeta>>,
 }
@@ -75,7 +79,7 @@ impl Shared {
             durable_seq: AtomicU64::new(last_seq),
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
-            durable_watch: watch::Sender::new(last_seq),
+            durable_wakers: Mutex::new(BTreeMap::new()),
             failure: OnceLock::new(),
             segments: Mutex::new(segments),
         })
@@ -190,7 +194,7 @@ impl Shared {
             let _guard = self.durable_lock.lock();
             self.durable_changed.notify_all();
         }
-        self.durable_watch.send_replace(seq);
+        self.wake_async_waiters(Some(seq));
     }
 
     /// Enters the failed state (once) and wakes everybody who waits.
@@ -198,9 +202,16 @@ impl Shared {
         let first = self
             .failure
             .set(WalError::Failed {
-                reason: reason.into(),
+                reason: reason.as_str().into(),
             })
             .is_ok();
+        // The observer hears of the failure before any waiter does, so that
+        // whoever sees an error also finds it reported (metrics, logs).
+        if first {
+            if let Some(observer) = &self.config.observer {
+                observer.on_failed(&reason);
+            }
+        }
         {
             let mut queue = self.queue.lock();
             // Queued records will never be written: drop them.
@@ -212,7 +223,7 @@ impl Shared {
             let _guard = self.durable_lock.lock();
             self.durable_changed.notify_all();
         }
-        self.durable_watch.send_modify(|_| {});
+        self.wake_async_waiters(None);
         first
     }
 
@@ -257,18 +268,58 @@ impl Shared {
             return Ok(());
         }
         self.check_assigned(seq)?;
-        // Subscribe before checking, so no update between check and wait is lost.
-        let mut changes = self.durable_watch.subscribe();
-        loop {
-            if seq <= self.durable_seq() {
-                return Ok(());
-            }
-            if let Some(failure) = self.failure.get() {
-                return Err(failure.clone());
-            }
-            if changes.changed().await.is_err() {
-                return Err(WalError::Closed);
-            }
+        DurableWait { shared: self, seq }.await
+    }
+
+    /// `Some` once waiting for `seq` is over: it is durable, or the log failed.
+    fn durable_outcome(&self, seq: u64) -> Option<Result<(), WalError>> {
+        if seq <= self.durable_seq() {
+            return Some(Ok(()));
         }
+        self.failure.get().map(|failure| Err(failure.clone()))
+    }
+
+    /// Wakes the async waiters of every record up to `durable` (all of them
+    /// when `None`: the log failed). Called after `durable_seq` or the
+    /// failure was published, so a waiter that registers later sees it.
+    fn wake_async_waiters(&self, durable: Option<u64>) {
+        let woken = {
+            let mut wakers = self.durable_wakers.lock();
+            match durable {
+                Some(seq) => {
+                    let later = wakers.split_off(&(seq + 1));
+                    std::mem::replace(&mut *wakers, later)
+                }
+                None => std::mem::take(&mut *wakers),
+            }
+        };
+        woken.into_values().flatten().for_each(Waker::wake);
+    }
+}
+
+/// The future of [`Shared::wait_durable_async`].
+struct DurableWait<'a> {
+    shared: &'a Shared,
+    seq: u64,
+}
+
+impl Future for DurableWait<'_> {
+    type Output = Result<(), WalError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(outcome) = self.shared.durable_outcome(self.seq) {
+            return Poll::Ready(outcome);
+        }
+        let mut wakers = self.shared.durable_wakers.lock();
+        // Checked again under the lock: the writer publishes before it takes
+        // this lock to wake, so either we see its news or it sees our waker.
+        if let Some(outcome) = self.shared.durable_outcome(self.seq) {
+            return Poll::Ready(outcome);
+        }
+        let waiting = wakers.entry(self.seq).or_default();
+        if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+            waiting.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }

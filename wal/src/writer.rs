@@ -107,10 +107,7 @@ impl Writer {
     }
 }
 
+/// Fails the log; `Shared::fail` tells the observer once.
 fn fail(shared: &Shared, reason: String) {
-    if shared.fail(reason.clone()) {
-        if let Some(observer) = &shared.config.observer {
-            observer.on_failed(&reason);
-        }
-    }
+    shared.fail(reason);
 }

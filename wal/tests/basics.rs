@@ -361,3 +361,40 @@ fn a_second_open_of_the_same_log_is_refused_until_the_first_is_dropped() {
     drop(first);
     flashsale_wal::Wal::open(flashsale_wal::WalConfig::new(dir.path())).unwrap();
 }
+
+#[test]
+fn many_async_waiters_each_wake_when_their_record_is_durable_and_cancelled_waits_do_no_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = std::sync::Arc::new(
+        flashsale_wal::Wal::open(flashsale_wal::WalConfig::new(dir.path())).unwrap(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // A wait that is abandoned before its record is durable.
+        let seq = wal.append(b"abandoned").unwrap();
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_nanos(1),
+            wal.wait_durable_async(seq),
+        );
+        let _ = abandoned.await;
+        let mut tasks = Vec::new();
+        for n in 0..300u32 {
+            let wal = std::sync::Arc::clone(&wal);
+            tasks.push(tokio::spawn(async move {
+                let seq = wal.append(&n.to_le_bytes()).unwrap();
+                wal.wait_durable_async(seq).await.unwrap();
+                assert!(wal.durable_seq() >= seq, "woken before {seq} was durable");
+                seq
+            }));
+        }
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..=301).collect::<Vec<u64>>());
+    });
+}
