@@ -29,7 +29,7 @@ pub struct Application {
 }
 
 /// The engine's settings from the command line.
-pub fn engine_config(store: &StoreArgs) -> EngineConfig {
+fn engine_config(store: &StoreArgs) -> EngineConfig {
     EngineConfig {
         items_per_sale: store.items_per_sale,
         user_limit: store.user_limit,
@@ -40,7 +40,7 @@ pub fn engine_config(store: &StoreArgs) -> EngineConfig {
 
 /// Opens the log in `DATA_DIR/wal/` (creating it) on `storage`, with the
 /// log's metrics when given.
-pub fn open_wal(
+fn open_wal(
     store: &StoreArgs,
     sync_mode: SyncMode,
     storage: Arc<dyn Storage>,
