@@ -12,7 +12,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::postgres::{connect_or_fail, TestDatabase};
+use common::postgres::{connect_or_fail, dump, TestDatabase};
 use common::{mid_hour_clock_offset_seconds, Server};
 use tokio_postgres::Client;
 
@@ -62,27 +62,6 @@ async fn wait_until_caught_up(server: &Server) -> u64 {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Every table and view as JSON lines, for comparing two databases.
-async fn dump(client: &Client) -> Vec<String> {
-    let queries = [
-        "SELECT to_jsonb(t)::text FROM sales t ORDER BY sale_id",
-        "SELECT count(*)::text FROM items",
-        "SELECT to_jsonb(t)::text FROM checkout_attempts t ORDER BY seq",
-        "SELECT to_jsonb(t)::text FROM purchases t ORDER BY seq",
-        "SELECT to_jsonb(t)::text FROM purchase_items t ORDER BY purchase_seq, item_id",
-        "SELECT to_jsonb(t)::text FROM sale_summary t ORDER BY sale_id",
-        "SELECT to_jsonb(t)::text FROM checkout_funnel t ORDER BY sale_id",
-        "SELECT last_seq::text FROM export_cursor",
-    ];
-    let mut lines = Vec::new();
-    for sql in queries {
-        for row in client.query(sql, &[]).await.expect("dump query") {
-            lines.push(row.get::<_, String>(0));
-        }
-    }
-    lines
 }
 
 /// `seq` runs from 1 to `durable` over both record tables, once each.

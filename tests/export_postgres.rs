@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::postgres::TestDatabase;
+use common::postgres::{dump, TestDatabase};
 use flashsale::domain::{CheckoutCode, ItemId, SaleId};
 use flashsale::export::schema::migrate;
 use flashsale::export::{
@@ -443,27 +443,6 @@ async fn assert_sales_and_items(client: &Client, records: &[Record]) {
     assert_eq!(row.get::<_, i32>(2), 7);
 }
 
-/// Every table and view as JSON lines, for comparing two databases.
-async fn dump(client: &Client) -> Vec<String> {
-    let queries = [
-        "SELECT to_jsonb(t)::text FROM sales t ORDER BY sale_id",
-        "SELECT to_jsonb(t)::text FROM items t ORDER BY item_id",
-        "SELECT to_jsonb(t)::text FROM checkout_attempts t ORDER BY seq",
-        "SELECT to_jsonb(t)::text FROM purchases t ORDER BY seq",
-        "SELECT to_jsonb(t)::text FROM purchase_items t ORDER BY purchase_seq, item_id",
-        "SELECT to_jsonb(t)::text FROM sale_summary t ORDER BY sale_id",
-        "SELECT to_jsonb(t)::text FROM checkout_funnel t ORDER BY sale_id",
-        "SELECT last_seq::text FROM export_cursor",
-    ];
-    let mut lines = Vec::new();
-    for sql in queries {
-        for row in client.query(sql, &[]).await.unwrap() {
-            lines.push(row.get::<_, String>(0));
-        }
-    }
-    lines
-}
-
 async fn wait_until_exported(status: &ExportStatus, seq: u64, limit: Duration) {
     let started = Instant::now();
     while status.last_exported_seq() < seq {
@@ -709,7 +688,12 @@ async fn restarted_exporter_resumes_from_the_cursor() {
         let _ = handle.await;
         cursors.push(status.last_exported_seq());
     }
-    assert!(cursors.windows(2).all(|w| w[0] <= w[1]), "{cursors:?}");
+    // An exporter aborted before it read the cursor (a slow connect on a
+    // busy machine) reports 0: it knows nothing. Every one that read it
+    // must have started at or after the previous one's progress.
+    let known: Vec<u64> = cursors.iter().copied().filter(|&seq| seq > 0).collect();
+    assert!(known.iter().all(|&seq| seq >= 1_500), "{cursors:?}");
+    assert!(known.windows(2).all(|w| w[0] <= w[1]), "{cursors:?}");
     let last = export_once(config, Box::new(source)).await.unwrap();
     assert_eq!(last.cursor_before + last.records, 12_000);
     assert_eq!(last.last_exported_seq, 12_000);

@@ -84,38 +84,64 @@ impl Storage for FailingStorage {
     }
 }
 
+/// The real server in this process, its log on a `FailingStorage`.
+struct TestServer {
+    base: String,
+    storage: Arc<FailingStorage>,
+    client: reqwest::Client,
+    sale: String,
+}
+
+impl TestServer {
+    async fn start(data_dir: &Path, extra_args: &[&str]) -> TestServer {
+        let data_dir = data_dir.to_str().unwrap();
+        let mut argv = vec![
+            "flashsale",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+        ];
+        argv.extend_from_slice(extra_args);
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("serve")
+        };
+        let storage = Arc::new(FailingStorage::default());
+        let app = Application::build_on_storage(args, storage.clone())
+            .await
+            .unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::new();
+        let active: serde_json::Value = client
+            .get(format!("{base}/sales/active"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sale = active["id"].as_str().unwrap().to_string();
+        TestServer {
+            base,
+            storage,
+            client,
+            sale,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap();
-    let cli = Cli::try_parse_from([
-        "flashsale",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir,
-    ])
-    .unwrap();
-    let Command::Serve(args) = cli.command else {
-        panic!("serve")
-    };
-    let storage = Arc::new(FailingStorage::default());
+    let TestServer {
+        base,
+        storage,
+        client,
+        sale,
+    } = TestServer::start(dir.path(), &[]).await;
     let fail_syncs = storage.fail_syncs.clone();
-    let app = Application::build_on_storage(args, storage).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::new();
-
-    let sale: serde_json::Value = client
-        .get(format!("{base}/sales/active"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sale = sale["id"].as_str().unwrap().to_string();
     let ok = client
         .post(format!("{base}/checkout?user_id=a&id={sale}-1"))
         .send()
@@ -186,36 +212,13 @@ async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_beyond_the_in_flight_limit_get_429_while_the_log_is_slow() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap();
-    let cli = Cli::try_parse_from([
-        "flashsale",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir,
-        "--write-requests-in-flight-max",
-        "3",
-    ])
-    .unwrap();
-    let Command::Serve(args) = cli.command else {
-        panic!("serve")
-    };
-    let storage = Arc::new(FailingStorage::default());
+    let TestServer {
+        base,
+        storage,
+        client,
+        sale,
+    } = TestServer::start(dir.path(), &["--write-requests-in-flight-max", "3"]).await;
     let hold_syncs = storage.hold_syncs.clone();
-    let app = Application::build_on_storage(args, storage).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::new();
-    let sale: serde_json::Value = client
-        .get(format!("{base}/sales/active"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sale = sale["id"].as_str().unwrap().to_string();
 
     hold_syncs.store(true, Ordering::SeqCst);
     let stalled: Vec<_> = (0..3)

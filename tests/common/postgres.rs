@@ -84,3 +84,25 @@ pub fn url_with_database(url: &str, name: &str) -> String {
     };
     format!("{base}/{name}{query}")
 }
+
+/// Every table and view as JSON lines, in a fixed order, for comparing two
+/// databases row by row.
+pub async fn dump(client: &Client) -> Vec<String> {
+    let queries = [
+        "SELECT to_jsonb(t)::text FROM sales t ORDER BY sale_id",
+        "SELECT to_jsonb(t)::text FROM items t ORDER BY item_id",
+        "SELECT to_jsonb(t)::text FROM checkout_attempts t ORDER BY seq",
+        "SELECT to_jsonb(t)::text FROM purchases t ORDER BY seq",
+        "SELECT to_jsonb(t)::text FROM purchase_items t ORDER BY purchase_seq, item_id",
+        "SELECT to_jsonb(t)::text FROM sale_summary t ORDER BY sale_id",
+        "SELECT to_jsonb(t)::text FROM checkout_funnel t ORDER BY sale_id",
+        "SELECT last_seq::text FROM export_cursor",
+    ];
+    let mut lines = Vec::new();
+    for sql in queries {
+        for row in client.query(sql, &[]).await.expect("dump query") {
+            lines.push(row.get::<_, String>(0));
+        }
+    }
+    lines
+}
