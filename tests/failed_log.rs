@@ -130,47 +130,45 @@ impl TestServer {
             sale,
         }
     }
+
+    async fn post(&self, path: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.base);
+        self.client.post(url).send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.base);
+        self.client.get(url).send().await.unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
     let dir = tempfile::tempdir().unwrap();
-    let TestServer {
-        base,
-        storage,
-        client,
-        sale,
-    } = TestServer::start(dir.path(), &[]).await;
-    let fail_syncs = storage.fail_syncs.clone();
-    let ok = client
-        .post(format!("{base}/checkout?user_id=a&id={sale}-1"))
-        .send()
-        .await
-        .unwrap();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let fail_syncs = server.storage.fail_syncs.clone();
+    let sale = &server.sale;
+    let ok = server
+        .post(&format!("/checkout?user_id=a&id={sale}-1"))
+        .await;
     assert_eq!(ok.status().as_u16(), 200);
     let cart: serde_json::Value = ok.json().await.unwrap();
     let code = cart["code"].as_str().unwrap().to_string();
 
     fail_syncs.store(true, Ordering::SeqCst);
     for attempt in 0..3 {
-        let response = client
-            .post(format!("{base}/checkout?user_id=b&id={sale}-2"))
-            .send()
-            .await
-            .unwrap();
+        let response = server
+            .post(&format!("/checkout?user_id=b&id={sale}-2"))
+            .await;
         assert_eq!(response.status().as_u16(), 503, "attempt {attempt}");
         assert!(response.headers().contains_key("retry-after"));
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], "unavailable");
     }
     // Not even a purchase of the acknowledged cart is acknowledged now.
-    let response = client
-        .post(format!("{base}/purchase?code={code}"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.post(&format!("/purchase?code={code}")).await;
     assert_eq!(response.status().as_u16(), 503);
-    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    let health = server.get("/health").await;
     assert_eq!(health.status().as_u16(), 503);
     let health: serde_json::Value = health.json().await.unwrap();
     assert_eq!(health["log"]["state"], "failed");
@@ -184,48 +182,35 @@ async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
 
     // Healing the disk does not help: fsync is never retried.
     fail_syncs.store(false, Ordering::SeqCst);
-    let response = client
-        .post(format!("{base}/checkout?user_id=c&id={sale}-3"))
-        .send()
-        .await
-        .unwrap();
+    let response = server
+        .post(&format!("/checkout?user_id=c&id={sale}-3"))
+        .await;
     assert_eq!(response.status().as_u16(), 503);
 
     // Reads keep working.
-    let response = client
-        .get(format!("{base}/sales/{sale}/items?limit=3"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get(&format!("/sales/{sale}/items?limit=3")).await;
     assert_eq!(response.status().as_u16(), 200);
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("wal_failed 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_beyond_the_in_flight_limit_get_429_while_the_log_is_slow() {
     let dir = tempfile::tempdir().unwrap();
-    let TestServer {
-        base,
-        storage,
-        client,
-        sale,
-    } = TestServer::start(dir.path(), &["--write-requests-in-flight-max", "3"]).await;
-    let hold_syncs = storage.hold_syncs.clone();
+    let server = TestServer::start(dir.path(), &["--write-requests-in-flight-max", "3"]).await;
+    let hold_syncs = server.storage.hold_syncs.clone();
+    let sale = &server.sale;
 
     hold_syncs.store(true, Ordering::SeqCst);
     let stalled: Vec<_> = (0..3)
         .map(|n| {
             tokio::spawn(
-                client
-                    .post(format!("{base}/checkout?user_id=s{n}&id={sale}-{n}"))
+                server
+                    .client
+                    .post(format!(
+                        "{}/checkout?user_id=s{n}&id={sale}-{n}",
+                        server.base
+                    ))
                     .send(),
             )
         })
@@ -233,14 +218,7 @@ async fn writes_beyond_the_in_flight_limit_get_429_while_the_log_is_slow() {
     // Wait until the three are admitted and waiting for the log.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let metrics = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.get("/metrics").await.text().await.unwrap();
         if metrics.contains("write_requests_in_flight 3") {
             break;
         }
@@ -250,31 +228,23 @@ async fn writes_beyond_the_in_flight_limit_get_429_while_the_log_is_slow() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let refused = client
-        .post(format!("{base}/checkout?user_id=late&id={sale}-9"))
-        .send()
-        .await
-        .unwrap();
+    let refused = server
+        .post(&format!("/checkout?user_id=late&id={sale}-9"))
+        .await;
     assert_eq!(refused.status().as_u16(), 429);
     assert!(refused.headers().contains_key("retry-after"));
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "rate_limited");
     // Reads are not limited.
-    let response = client
-        .get(format!("{base}/sales/{sale}"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get(&format!("/sales/{sale}")).await;
     assert_eq!(response.status().as_u16(), 200);
 
     hold_syncs.store(false, Ordering::SeqCst);
     for request in stalled {
         assert_eq!(request.await.unwrap().unwrap().status().as_u16(), 200);
     }
-    let retried = client
-        .post(format!("{base}/checkout?user_id=late&id={sale}-9"))
-        .send()
-        .await
-        .unwrap();
+    let retried = server
+        .post(&format!("/checkout?user_id=late&id={sale}-9"))
+        .await;
     assert_eq!(retried.status().as_u16(), 200);
 }
