@@ -162,6 +162,59 @@ async fn write_with_insert_statement(
     transaction.commit().await.expect("commit");
 }
 
+/// How one measured iteration writes its rows.
+#[derive(Clone, Copy)]
+enum Method<'a> {
+    Copy,
+    Insert {
+        statement: &'a Statement,
+        rows_per_statement: usize,
+    },
+}
+
+/// Time spent writing `rows` `iterations` times into an emptied table (the
+/// TRUNCATE before each write is not measured).
+fn time_writes(
+    runtime: &Runtime,
+    client: &mut Client,
+    method: Method<'_>,
+    rows: &[CheckoutAttemptRow],
+    ats: &[DateTime<Utc>],
+    iterations: u64,
+) -> Duration {
+    runtime.block_on(async {
+        let mut measured = Duration::ZERO;
+        for _ in 0..iterations {
+            truncate(client).await;
+            let started = Instant::now();
+            match method {
+                Method::Copy => write_with_copy(client, rows).await,
+                Method::Insert {
+                    statement,
+                    rows_per_statement,
+                } => {
+                    write_with_insert_statement(client, statement, rows_per_statement, rows, ats)
+                        .await
+                }
+            }
+            measured += started.elapsed();
+        }
+        measured
+    })
+}
+
+/// Short, flat sampling: each iteration writes many rows already.
+fn configure(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rows: usize,
+) {
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(rows as u64));
+}
+
 fn export_throughput(c: &mut Criterion) {
     assert_eq!(ROWS % INSERT_ROWS_PER_STATEMENT, 0);
     let runtime = Runtime::new().expect("runtime");
@@ -179,24 +232,9 @@ fn export_throughput(c: &mut Criterion) {
         .expect("prepare");
 
     let mut group = c.benchmark_group("export_checkout_rows");
-    group.sample_size(10);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(5));
-    group.throughput(Throughput::Elements(ROWS as u64));
+    configure(&mut group, ROWS);
     group.bench_function("binary_copy", |b| {
-        b.iter_custom(|iterations| {
-            runtime.block_on(async {
-                let mut measured = Duration::ZERO;
-                for _ in 0..iterations {
-                    truncate(&db.client).await;
-                    let started = Instant::now();
-                    write_with_copy(&mut db.client, &rows).await;
-                    measured += started.elapsed();
-                }
-                measured
-            })
-        })
+        b.iter_custom(|n| time_writes(&runtime, &mut db.client, Method::Copy, &rows, &ats, n))
     });
     // The client's share of the COPY: encoding alone, no PostgreSQL.
     group.bench_function("binary_copy_encode_only", |b| {
@@ -212,26 +250,12 @@ fn export_throughput(c: &mut Criterion) {
             bytes + encoder.finish().0.len()
         })
     });
+    let batched = Method::Insert {
+        statement: &insert,
+        rows_per_statement: INSERT_ROWS_PER_STATEMENT,
+    };
     group.bench_function("batched_insert_1000_rows", |b| {
-        b.iter_custom(|iterations| {
-            runtime.block_on(async {
-                let mut measured = Duration::ZERO;
-                for _ in 0..iterations {
-                    truncate(&db.client).await;
-                    let started = Instant::now();
-                    write_with_insert_statement(
-                        &mut db.client,
-                        &insert,
-                        INSERT_ROWS_PER_STATEMENT,
-                        &rows,
-                        &ats,
-                    )
-                    .await;
-                    measured += started.elapsed();
-                }
-                measured
-            })
-        })
+        b.iter_custom(|n| time_writes(&runtime, &mut db.client, batched, &rows, &ats, n))
     });
     group.finish();
 
@@ -240,26 +264,15 @@ fn export_throughput(c: &mut Criterion) {
     let single = runtime
         .block_on(db.client.prepare(&insert_statement_sql(1)))
         .expect("prepare");
+    let single_row = Method::Insert {
+        statement: &single,
+        rows_per_statement: 1,
+    };
     let few_rows = &rows[..SINGLE_ROW_INSERT_ROWS];
     let mut group = c.benchmark_group("export_checkout_rows_single");
-    group.sample_size(10);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(5));
-    group.throughput(Throughput::Elements(SINGLE_ROW_INSERT_ROWS as u64));
+    configure(&mut group, SINGLE_ROW_INSERT_ROWS);
     group.bench_function("single_row_insert", |b| {
-        b.iter_custom(|iterations| {
-            runtime.block_on(async {
-                let mut measured = Duration::ZERO;
-                for _ in 0..iterations {
-                    truncate(&db.client).await;
-                    let started = Instant::now();
-                    write_with_insert_statement(&mut db.client, &single, 1, few_rows, &ats).await;
-                    measured += started.elapsed();
-                }
-                measured
-            })
-        })
+        b.iter_custom(|n| time_writes(&runtime, &mut db.client, single_row, few_rows, &ats, n))
     });
     group.finish();
     runtime.block_on(db.drop_database());
