@@ -23,3 +23,4 @@ pub mod metrics;
 pub mod recovery;
 pub mod server;
 pub mod service;
+pub mod shutdown;
