@@ -18,7 +18,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use criterion::{Criterion, Throughput};
 use flashsale::domain::{Clock, ItemId, SaleId, UserId};
 use flashsale::engine::{Engine, EngineConfig, Inventory};
-use flashsale::journal::{Journal, JournalError, Record};
+use flashsale::engine::{Journal, JournalError, Record};
 
 /// Items per inventory (and per sale): the largest the config allows.
 const ITEMS: u32 = 1_000_000;

@@ -1,150 +1,15 @@
-//! The records of the write-ahead log: what happened, with its outcome, so
-//! that the log alone tells the whole story of every sale.
-//!
-//! Recovery replays these records into the engine (it applies recorded
-//! outcomes, it never decides again), and the exporter turns them into rows
-//! for analysts. The encoding is bincode 2.0.1 with its standard
-//! configuration; the format is frozen by a golden file in the tests. A new
-//! kind of record is a new enum variant at the end, never a change to an
-//! existing one.
+//! The log's door for the rest of the service: engine records as bytes
+//! (bincode 2.0.1, standard configuration, frozen by the golden file
+//! `tests/golden/journal_records.hex`) and `WalJournal`, through which the
+//! engine appends, the service waits for durability and recovery reads the
+//! log back. Nothing else above the log crate touches `flashsale_wal::Wal`
+//! for records.
 
-use bincode::{Decode, Encode};
+use std::sync::Arc;
 
-use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
+use flashsale_wal::{Wal, WalError};
 
-/// One log record. Variant order is part of the on-disk format.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub enum Record {
-    Checkout(CheckoutRecord),
-    Purchase(PurchaseRecord),
-}
-
-/// A checkout attempt that got an answer other than 400, 429 or 503.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub struct CheckoutRecord {
-    /// Milliseconds since the Unix epoch, UTC, when the engine decided.
-    pub at_unix_ms: i64,
-    /// The sale the item names; for an unknown item, the active sale.
-    pub sale_id: u32,
-    pub user_id: String,
-    /// The item id exactly as the client sent it (at most 64 bytes).
-    pub item_id: String,
-    /// The user's open cart after the attempt, if there is one.
-    pub code: Option<u128>,
-    pub outcome: CheckoutOutcome,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-pub enum CheckoutOutcome {
-    /// The item went into the cart; `opened_cart` when this checkout opened
-    /// the cart named by the record's code.
-    Added {
-        opened_cart: bool,
-    },
-    /// The item was in the cart already: nothing changed.
-    AlreadyInCart,
-    Rejected(Rejection),
-}
-
-/// The contract's 404/409 answers that a checkout or purchase can get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
-pub enum Rejection {
-    ItemNotFound,
-    SaleNotActive,
-    ItemSoldOut,
-    SaleSoldOut,
-    UserLimitReached,
-    CheckoutNotFound,
-}
-
-impl Rejection {
-    /// The contract's `error` code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Rejection::ItemNotFound => "item_not_found",
-            Rejection::SaleNotActive => "sale_not_active",
-            Rejection::ItemSoldOut => "item_sold_out",
-            Rejection::SaleSoldOut => "sale_sold_out",
-            Rejection::UserLimitReached => "user_limit_reached",
-            Rejection::CheckoutNotFound => "checkout_not_found",
-        }
-    }
-}
-
-/// A purchase attempt that got an answer other than 400, 429 or 503.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub struct PurchaseRecord {
-    pub at_unix_ms: i64,
-    /// The cart's sale; `None` when the code named no cart.
-    pub sale_id: Option<u32>,
-    /// The cart's owner; `None` when the code named no cart.
-    pub user_id: Option<String>,
-    pub code: u128,
-    pub outcome: PurchaseOutcome,
-    /// Every item of the cart with what happened to it (empty unless
-    /// `outcome` is `Completed` or `Replayed`).
-    pub items: Vec<PurchaseItem>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-pub enum PurchaseOutcome {
-    /// The purchase was carried out now and closed the cart.
-    Completed,
-    /// The code's cart was bought before; the stored answer was repeated.
-    Replayed,
-    Rejected(Rejection),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-pub struct PurchaseItem {
-    pub item_index: u32,
-    pub outcome: ItemOutcome,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
-pub enum ItemOutcome {
-    Bought,
-    SoldOut,
-    UserLimit,
-}
-
-impl ItemOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemOutcome::Bought => "bought",
-            ItemOutcome::SoldOut => "sold_out",
-            ItemOutcome::UserLimit => "user_limit",
-        }
-    }
-}
-
-impl Record {
-    pub fn at_unix_ms(&self) -> i64 {
-        match self {
-            Record::Checkout(r) => r.at_unix_ms,
-            Record::Purchase(r) => r.at_unix_ms,
-        }
-    }
-}
-
-impl CheckoutRecord {
-    pub fn code(&self) -> Option<CheckoutCode> {
-        self.code.map(CheckoutCode::from_u128)
-    }
-
-    /// The item, when the client's text named one syntactically.
-    pub fn parsed_item(&self) -> Option<ItemId> {
-        ItemId::parse(&self.item_id).ok()
-    }
-
-    pub fn sale(&self) -> Option<SaleId> {
-        SaleId::from_number(self.sale_id)
-    }
-
-    pub fn user(&self) -> Option<UserId> {
-        UserId::parse(&self.user_id).ok()
-    }
-}
+use crate::engine::{Journal, JournalError, Record};
 
 /// Largest encoded record we accept when decoding (a cart has at most
 /// `user_limit` items, so real records are a few hundred bytes).
@@ -176,66 +41,89 @@ pub fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
     Ok(record)
 }
 
-/// Why a record could not be appended: the caller answers 503.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the log cannot accept writes: {0}")]
-pub struct JournalError(pub String);
-
-/// Where the engine puts its records. The service's implementation appends
-/// to the write-ahead log; tests keep records in memory.
-///
-/// `append` returns the record's sequence number at once; durability is
-/// awaited separately by the caller. The engine calls it while holding the
-/// lock of the user concerned, so sequence numbers follow decision order
-/// for every user.
-pub trait Journal: Send + Sync {
-    fn append(&self, record: &Record) -> Result<u64, JournalError>;
-}
-
-/// Keeps records in memory, numbered from 1: for tests and benchmarks.
-#[derive(Debug, Default)]
-pub struct MemoryJournal {
-    records: parking_lot::Mutex<Vec<Record>>,
-}
-
-impl MemoryJournal {
-    pub fn records(&self) -> Vec<Record> {
-        self.records.lock().clone()
-    }
-}
-
-impl Journal for MemoryJournal {
-    fn append(&self, record: &Record) -> Result<u64, JournalError> {
-        let mut records = self.records.lock();
-        records.push(record.clone());
-        Ok(records.len() as u64)
-    }
+/// A log record that could not be read back: the start refuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error("cannot read the log")]
+    Log(#[source] WalError),
+    #[error("log record {seq} cannot be decoded")]
+    Decode {
+        seq: u64,
+        #[source]
+        source: CodecError,
+    },
 }
 
 /// The service's journal: records encoded with bincode, appended to the
-/// write-ahead log. Durability is awaited by the caller (`service.rs`).
+/// write-ahead log, waited for, and read back at start.
 pub struct WalJournal {
-    wal: std::sync::Arc<flashsale_wal::Wal>,
+    wal: Arc<Wal>,
 }
 
 impl WalJournal {
-    pub fn new(wal: std::sync::Arc<flashsale_wal::Wal>) -> WalJournal {
+    pub fn new(wal: Arc<Wal>) -> WalJournal {
         WalJournal { wal }
+    }
+
+    /// Completes once every record up to `seq` is durable; fails once the
+    /// log has failed (nothing is promised then).
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
+        self.wal.wait_durable_async(seq).await
+    }
+
+    /// Every record from the first retained one, decoded, in log order.
+    pub fn read_all(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(u64, Record), ReadError>> + '_, ReadError> {
+        let reader = self
+            .wal
+            .read_from(self.wal.first_seq())
+            .map_err(ReadError::Log)?;
+        Ok(reader.map(|item| {
+            let item = item.map_err(ReadError::Log)?;
+            let seq = item.seq;
+            let record =
+                decode(&item.payload).map_err(|source| ReadError::Decode { seq, source })?;
+            Ok((seq, record))
+        }))
+    }
+
+    /// Highest sequence number known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.wal.durable_seq()
+    }
+
+    /// Highest sequence number assigned.
+    pub fn last_seq(&self) -> u64 {
+        self.wal.last_seq()
+    }
+
+    /// Why the log refuses writes, once a write or fsync has failed.
+    pub fn failure(&self) -> Option<String> {
+        self.wal.failure()
+    }
+
+    /// Makes everything appended durable and stops the writer.
+    pub fn close(&self) {
+        self.wal.close();
     }
 }
 
 impl Journal for WalJournal {
     fn append(&self, record: &Record) -> Result<u64, JournalError> {
-        let bytes = encode(record).map_err(|error| JournalError(error.to_string()))?;
-        self.wal
-            .append(&bytes)
-            .map_err(|error| JournalError(error.to_string()))
+        let bytes = encode(record).map_err(JournalError::new)?;
+        self.wal.append(&bytes).map_err(JournalError::new)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{
+        CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseItem, PurchaseOutcome,
+        PurchaseRecord, Rejection,
+    };
 
     fn samples() -> Vec<Record> {
         vec![

@@ -57,10 +57,9 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
-            flashsale::server::Application::build(args)
-                .await?
-                .run_until_stopped()
-                .await
+            let application = flashsale::server::Application::build(args).await?;
+            application.run(flashsale::shutdown::signal()).await?;
+            Ok(())
         }
         Command::Export(args) => flashsale::export::run_offline(args).await,
     }

@@ -1,47 +1,33 @@
-//! Start-up: replay the log's records into a fresh engine, then audit the
-//! invariants, and refuse to start if either fails.
+//! Start-up, in one place for the server and the tests: read the log,
+//! decode its records, replay them into a fresh engine, audit the
+//! invariants; refuse to start if any step fails.
 //!
-//! Why an audit after replay: replay only checks that each record fits the
-//! state before it; the audit checks the whole (each sold item has exactly
-//! one purchase that bought it and its bit set, the sold count equals the
-//! bits set, no user over the limit, carts within what the limit leaves,
-//! codes and carts agree). A log that passes both rebuilds exactly the state
-//! the engine had before the crash. Every error names the record (its
-//! sequence number), the item or the user concerned.
+//! Replay (`Engine::apply`) applies recorded outcomes and never decides
+//! again; the audit (`Engine::audit`) checks the rebuilt whole. Every error
+//! names the record (its sequence number), the item or the user concerned,
+//! and keeps its cause.
 
-use crate::domain::SaleId;
-use crate::engine::{Applied, Engine};
-use crate::journal::Record;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Applied, AuditError, AuditReport, Engine, Record, ReplayError};
+use crate::journal::WalJournal;
 
 /// Why the engine cannot start from this log.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecoveryError {
-    #[error("cannot read the log after record {after_seq}: {message}")]
-    Read { after_seq: u64, message: String },
+    #[error("cannot read the log after record {after_seq}")]
+    Read {
+        after_seq: u64,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("log record {seq} comes after record {previous}: sequence numbers must increase")]
     OutOfOrder { seq: u64, previous: u64 },
-    #[error("log record {seq} does not fit the state before it: {why}")]
-    Record { seq: u64, why: String },
-    #[error("the replayed state breaks an invariant: {0}")]
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error("the replayed state breaks an invariant; refusing to start")]
     Audit(#[from] AuditError),
-}
-
-/// An invariant that the state breaks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("sale {sale}: {why}")]
-pub struct AuditError {
-    pub sale: SaleId,
-    pub why: String,
-}
-
-/// What the audit looked at.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditReport {
-    pub sales: u64,
-    pub items_sold: u64,
-    pub users: u64,
-    pub open_carts: u64,
-    pub purchases: u64,
 }
 
 /// What replay did.
@@ -56,16 +42,27 @@ pub struct ReplayReport {
     pub last_seq: u64,
 }
 
+/// What a whole start-up did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub replayed: ReplayReport,
+    pub audited: AuditReport,
+    pub elapsed: Duration,
+}
+
 /// Applies `records` (in log order) to `engine`, which should be fresh.
-pub fn replay<E: std::fmt::Display>(
+pub fn replay<E>(
     engine: &Engine,
     records: impl IntoIterator<Item = Result<(u64, Record), E>>,
-) -> Result<ReplayReport, RecoveryError> {
+) -> Result<ReplayReport, RecoveryError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut report = ReplayReport::default();
     for next in records {
         let (seq, record) = next.map_err(|error| RecoveryError::Read {
             after_seq: report.last_seq,
-            message: error.to_string(),
+            source: error.into(),
         })?;
         if seq <= report.last_seq {
             return Err(RecoveryError::OutOfOrder {
@@ -87,21 +84,41 @@ pub fn replay<E: std::fmt::Display>(
 }
 
 /// `replay`, then `Engine::audit`: the whole start-up check.
-pub fn recover<E: std::fmt::Display>(
+pub fn recover<E>(
     engine: &Engine,
     records: impl IntoIterator<Item = Result<(u64, Record), E>>,
-) -> Result<(ReplayReport, AuditReport), RecoveryError> {
+) -> Result<RecoveryReport, RecoveryError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
     let replayed = replay(engine, records)?;
     let audited = engine.audit()?;
-    Ok((replayed, audited))
+    Ok(RecoveryReport {
+        replayed,
+        audited,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `recover` from every record the journal's log holds: what the server
+/// does before it serves.
+pub fn recover_from_journal(
+    engine: &Engine,
+    journal: &WalJournal,
+) -> Result<RecoveryReport, RecoveryError> {
+    let records = journal.read_all().map_err(|error| RecoveryError::Read {
+        after_seq: 0,
+        source: Box::new(error),
+    })?;
+    recover(engine, records)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::testing::{at_minutes, Fixture};
-    use crate::engine::EngineConfig;
-    use crate::journal::{ItemOutcome, PurchaseOutcome};
+    use crate::engine::fixtures::{at_minutes, Fixture};
+    use crate::engine::{EngineConfig, ItemOutcome, MemoryJournal, PurchaseOutcome};
     use std::sync::Arc;
 
     fn numbered(records: Vec<Record>) -> Vec<Result<(u64, Record), String>> {
@@ -113,7 +130,7 @@ mod tests {
     }
 
     fn fresh(f: &Fixture) -> Engine {
-        let journal = Arc::new(crate::journal::MemoryJournal::default());
+        let journal = Arc::new(MemoryJournal::default());
         Engine::new(f.engine.config().clone(), f.clock.clone(), journal).unwrap()
     }
 
@@ -138,7 +155,9 @@ mod tests {
     fn replay_rebuilds_the_state_exactly_and_passes_the_audit() {
         let f = story();
         let engine = fresh(&f);
-        let (replayed, audited) = recover(&engine, f.journal.numbered()).unwrap();
+        let RecoveryReport {
+            replayed, audited, ..
+        } = recover(&engine, f.journal.numbered()).unwrap();
         assert_eq!(replayed.records, 10);
         assert_eq!((replayed.checkouts, replayed.purchases), (6, 4));
         assert_eq!((replayed.last_seq, replayed.records_expired), (10, 0));
@@ -229,7 +248,8 @@ mod tests {
         );
         let mut records = f.journal.numbered();
         records[4] = Err("bad checksum in segment 7 at offset 96".into());
-        let message = replay(&fresh(&f), records).unwrap_err().to_string();
+        let error = replay(&fresh(&f), records).unwrap_err();
+        let message = format!("{error}: {}", std::error::Error::source(&error).unwrap());
         assert!(
             message.contains("after record 4") && message.contains("segment 7"),
             "{message}"
@@ -249,12 +269,14 @@ mod tests {
                 ..f.engine.config().clone()
             },
             f.clock.clone(),
-            Arc::new(crate::journal::MemoryJournal::default()),
+            Arc::new(MemoryJournal::default()),
         )
         .unwrap();
         let error = recover(&strict, f.journal.numbered()).unwrap_err();
-        let message = error.to_string();
-        assert!(matches!(error, RecoveryError::Audit(_)), "{message}");
+        let RecoveryError::Audit(audit) = &error else {
+            panic!("not an audit error: {error}");
+        };
+        let message = audit.to_string();
         assert!(message.contains("user dave bought 2 items"), "{message}");
     }
 

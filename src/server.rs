@@ -1,64 +1,137 @@
-//! Start and stop of `flashsale serve`: open the log, replay it into a new
-//! engine, audit, start the exporter and the HTTP server; on SIGTERM or
-//! SIGINT stop accepting, finish requests in flight, make the log durable.
+//! Start and stop of `flashsale serve`: open the log, recover the engine
+//! from it, start the exporter and the HTTP server; when the shutdown
+//! future completes, stop the parts in the order that keeps every promise.
 //!
 //! `Application::build` binds before it returns, so tests can ask for port
 //! 0 and read the real port with `Application::port`.
 
-use std::net::TcpListener;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::Context;
-use flashsale_wal::{FsStorage, Storage, SyncMode, Wal, WalConfig};
+use flashsale_wal::{FsStorage, Storage, SyncMode, Wal, WalConfig, WalError};
 
-use crate::config::{ServeArgs, StoreArgs, PAST_SALES_RETAINED_HOURS};
+use crate::config::{ServeArgs, StoreArgs};
 use crate::domain::SystemClock;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, EngineConfigError};
+use crate::export::{ExportError, RunningExporter};
 use crate::http::{self, AppState};
 use crate::journal::WalJournal;
 use crate::metrics::Metrics;
-use crate::recovery;
+use crate::recovery::{self, RecoveryError};
 use crate::service::Service;
+use crate::shutdown::Shutdown;
+
+/// Why the server could not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot register metrics")]
+    Metrics(#[source] prometheus::Error),
+    #[error("cannot create log directory {}", dir.display())]
+    CreateLogDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the log in {}", dir.display())]
+    OpenLog {
+        dir: PathBuf,
+        #[source]
+        source: WalError,
+    },
+    #[error("invalid engine settings")]
+    EngineConfig(#[from] EngineConfigError),
+    #[error("cannot recover the engine from the log")]
+    Recovery(#[from] RecoveryError),
+    #[error("cannot start the exporter")]
+    Export(#[from] ExportError),
+    #[error("cannot listen on {address}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed")]
+    Http(#[source] std::io::Error),
+    #[error("the log failed before shutdown: {reason}")]
+    LogFailed { reason: String },
+}
 
 pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
-    service: Arc<Service>,
-    exporter: Option<crate::export::RunningExporter>,
+    journal: Arc<WalJournal>,
+    exporter: Option<RunningExporter>,
+    shutdown: Shutdown,
 }
 
-/// The engine's settings from the command line.
+/// The engine's settings from the command line; the rest are the engine's
+/// defaults (one definition, in `engine::config`).
 fn engine_config(store: &StoreArgs) -> EngineConfig {
     EngineConfig {
         items_per_sale: store.items_per_sale,
         user_limit: store.user_limit,
-        past_sales_retained_hours: PAST_SALES_RETAINED_HOURS,
         ..EngineConfig::default()
     }
 }
 
-/// Opens the log in `DATA_DIR/wal/` (creating it) on `storage`, with the
-/// log's metrics when given.
+/// Opens the log in `DATA_DIR/wal/` (creating it) on `storage`, reporting
+/// to the log's metrics.
 fn open_wal(
     store: &StoreArgs,
     sync_mode: SyncMode,
     storage: Arc<dyn Storage>,
-    metrics: Option<&Arc<Metrics>>,
-) -> anyhow::Result<Arc<Wal>> {
+    metrics: &Metrics,
+) -> Result<Arc<Wal>, ServerError> {
     let dir = store.wal_dir();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create log directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| ServerError::CreateLogDir {
+        dir: dir.clone(),
+        source,
+    })?;
     let mut config = WalConfig::new(&dir);
     config.sync_mode = sync_mode;
-    config.observer = metrics.map(|m| m.wal.clone() as Arc<dyn flashsale_wal::WalObserver>);
+    config.observer = Some(metrics.wal.clone() as Arc<dyn flashsale_wal::WalObserver>);
     let wal = Wal::open_with_storage(config, storage)
-        .with_context(|| format!("cannot open the log in {}", dir.display()))?;
+        .map_err(|source| ServerError::OpenLog { dir, source })?;
     Ok(Arc::new(wal))
 }
 
+fn sync_mode(args: &ServeArgs) -> SyncMode {
+    if args.unsafe_no_fsync {
+        tracing::warn!(
+            "--unsafe-no-fsync: acknowledged records can be lost on a crash (benchmarks only)"
+        );
+        return SyncMode::UnsafeNoSync;
+    }
+    SyncMode::Fdatasync
+}
+
+/// The log, and the engine recovered from it.
+fn recover_engine(
+    args: &ServeArgs,
+    storage: Arc<dyn Storage>,
+    metrics: &Metrics,
+) -> Result<(Arc<Wal>, Arc<WalJournal>, Arc<Engine>), ServerError> {
+    let wal = open_wal(&args.store, sync_mode(args), storage, metrics)?;
+    let journal = Arc::new(WalJournal::new(Arc::clone(&wal)));
+    let clock = Arc::new(SystemClock {
+        offset_seconds: args.clock_offset_seconds,
+    });
+    let engine = Engine::new(engine_config(&args.store), clock, journal.clone())?;
+    let report = recovery::recover_from_journal(&engine, &journal)?;
+    tracing::info!(
+        records = report.replayed.records,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        audit = ?report.audited,
+        "log replayed and audited"
+    );
+    Ok((wal, journal, Arc::new(engine)))
+}
+
 impl Application {
-    pub async fn build(args: ServeArgs) -> anyhow::Result<Application> {
+    pub async fn build(args: ServeArgs) -> Result<Application, ServerError> {
         Application::build_on_storage(args, Arc::new(FsStorage)).await
     }
 
@@ -67,56 +140,47 @@ impl Application {
     pub async fn build_on_storage(
         args: ServeArgs,
         storage: Arc<dyn Storage>,
-    ) -> anyhow::Result<Application> {
-        let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-        let sync_mode = if args.unsafe_no_fsync {
-            tracing::warn!(
-                "--unsafe-no-fsync: acknowledged records can be lost on a crash (benchmarks only)"
-            );
-            SyncMode::UnsafeNoSync
-        } else {
-            SyncMode::Fdatasync
-        };
-        let wal = open_wal(&args.store, sync_mode, storage, Some(&metrics))?;
-        let clock = Arc::new(SystemClock {
-            offset_seconds: args.clock_offset_seconds,
-        });
-        let journal = Arc::new(WalJournal::new(wal.clone()));
-        let engine = Arc::new(Engine::new(engine_config(&args.store), clock, journal)?);
-        replay(&engine, &wal)?;
-
+    ) -> Result<Application, ServerError> {
+        let metrics = Arc::new(Metrics::new().map_err(ServerError::Metrics)?);
+        let (wal, journal, engine) = recover_engine(&args, storage, &metrics)?;
+        let shutdown = Shutdown::new();
         let service = Arc::new(Service::new(
             engine,
-            wal.clone(),
+            journal.clone(),
             metrics.clone(),
+            shutdown.clone(),
             args.write_requests_in_flight_max as usize,
         ));
         let exporter = match &args.database_url {
             Some(url) => Some(crate::export::start_in_server(
                 url,
                 &args,
-                wal.clone(),
+                wal,
                 &metrics.registry,
+                shutdown.clone(),
             )?),
             None => None,
         };
-        let export_status = exporter.as_ref().map(|e| e.status_fn());
-        let state = Arc::new(AppState::new(service.clone(), metrics, export_status));
-
-        let listener = TcpListener::bind(args.listen)
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let port = listener.local_addr()?.port();
+        let export_status = exporter.as_ref().map(RunningExporter::status_fn);
+        let state = Arc::new(AppState::new(service, metrics, export_status));
+        let listen_error = |source| ServerError::Listen {
+            address: args.listen,
+            source,
+        };
+        let listener = TcpListener::bind(args.listen).map_err(listen_error)?;
+        let port = listener.local_addr().map_err(listen_error)?.port();
         let workers = match args.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => usize::from(n),
         };
-        let server = http::serve(listener, state, workers)?;
+        let server = http::serve(listener, state, workers).map_err(listen_error)?;
         tracing::info!(address = %args.listen, port, workers, "serving");
         Ok(Application {
             server,
             port,
-            service,
+            journal,
             exporter,
+            shutdown,
         })
     }
 
@@ -124,80 +188,49 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let service = self.service.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("signal received: refusing new writes, finishing requests in flight");
-            service.begin_shutdown();
-            handle.stop(true).await;
+    /// Serves until `stop` completes (or the server fails), then stops the
+    /// parts in order: refuse new writes; let admitted requests finish and
+    /// be answered (within the grace period); let the exporter finish its
+    /// batch; make the log durable and close it.
+    pub async fn run(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Application {
+            server,
+            journal,
+            exporter,
+            shutdown,
+            ..
+        } = self;
+        let handle = server.handle();
+        let stopper = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    () = stop => {}
+                    () = shutdown.wait() => {}
+                }
+                tracing::info!("stopping: refusing new writes, finishing requests in flight");
+                shutdown.begin();
+                handle.stop(true).await;
+            }
         });
-        self.server.await.context("HTTP server failed")?;
-        if let Some(exporter) = self.exporter {
-            exporter.stop().await;
+        let served = server.await;
+        shutdown.begin();
+        stopper.abort();
+        if let Some(exporter) = exporter {
+            exporter.join().await;
         }
-        let wal = self.service.wal();
-        wal.close();
-        if let Some(reason) = wal.failure() {
-            anyhow::bail!("the log failed before shutdown: {reason}");
+        journal.close();
+        served.map_err(ServerError::Http)?;
+        if let Some(reason) = journal.failure() {
+            return Err(ServerError::LogFailed { reason });
         }
         tracing::info!(
-            durable_seq = wal.durable_seq(),
+            durable_seq = journal.durable_seq(),
             "stopped; the log is durable"
         );
         Ok(())
-    }
-}
-
-/// Rebuilds the engine from every record in the log, then audits it.
-fn replay(engine: &Engine, wal: &Wal) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let records = wal
-        .read_from(wal.first_seq())
-        .context("cannot read the log")?
-        .map(|item| {
-            let item = item.map_err(|error| anyhow::anyhow!("{error}"))?;
-            let seq = item.seq;
-            let record = crate::journal::decode(&item.payload)
-                .with_context(|| format!("log record {seq} cannot be decoded"))?;
-            Ok::<_, anyhow::Error>((seq, record))
-        });
-    let report = recovery::replay(engine, records).context("replay of the log failed")?;
-    let audit = engine
-        .audit()
-        .context("the replayed state breaks an invariant; refusing to start")?;
-    tracing::info!(
-        records = report.records,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        ?audit,
-        "log replayed and audited"
-    );
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

@@ -1,37 +1,69 @@
-//! The write path: admit the request, let the engine decide (it appends the
-//! decision's record to the log), wait until that record is durable, answer.
+//! The service: what the HTTP layer may ask. Writes are admitted, decided
+//! by the engine (which appends the decision's record through the
+//! journal), and answered only once their records are durable; reads and
+//! the health report go to the engine and the journal without a lock.
 //!
 //! This is where the contract's durability promise is kept: no answer other
 //! than 400, 429 or 503 leaves before `wait_seq` (the request's own record
 //! and every claim its answer depends on) is on disk. If the log fails, the
 //! answer is 503 and the client knows nothing was promised.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flashsale_wal::Wal;
+use flashsale_wal::WalError;
 
-use crate::domain::{CheckoutCode, ItemId, UserId};
-use crate::engine::{CartView, Decided, Engine, EngineError, PurchaseView};
-use crate::journal::Rejection;
+use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
+use crate::engine::{
+    CartView, Decided, Engine, EngineError, ItemsPage, PurchaseView, Rejection, SaleView,
+};
+use crate::journal::WalJournal;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 
 /// Why a write was not carried out: the client may retry later.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServiceError {
     #[error("too many requests in flight")]
     RateLimited,
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The log failed earlier; it accepts nothing until a restart.
+    #[error("the log cannot make writes durable: {reason}")]
+    LogFailed { reason: String },
+    /// The log failed while this request waited for its record.
+    #[error("the log failed")]
+    NotDurable(#[source] WalError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The log as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogHealth {
+    /// Why the log refuses writes, once a write or fsync failed.
+    pub failure: Option<String>,
+    pub durable_seq: u64,
+    pub last_seq: u64,
+}
+
+/// What `/health` reports of the write path.
+#[derive(Debug)]
+pub struct Health {
+    /// Why writes are refused now, if they are.
+    pub unavailable: Option<ServiceError>,
+    pub log: LogHealth,
+    pub active_sale: SaleView,
 }
 
 pub struct Service {
     engine: Arc<Engine>,
-    wal: Arc<Wal>,
+    journal: Arc<WalJournal>,
     metrics: Arc<Metrics>,
+    shutdown: Shutdown,
     writes_in_flight: AtomicUsize,
     writes_in_flight_max: usize,
-    shutting_down: AtomicBool,
 }
 
 /// Holds one of the `writes_in_flight_max` places until dropped.
@@ -46,86 +78,67 @@ impl Drop for WritePermit<'_> {
     }
 }
 
+/// The answer to a write: the engine's view, or the contract's rejection.
+pub type Answer<T> = Result<Result<T, Rejection>, ServiceError>;
+
 impl Service {
+    /// `engine` must append to `journal`: the service waits on it for the
+    /// records the engine appended.
     pub fn new(
         engine: Arc<Engine>,
-        wal: Arc<Wal>,
+        journal: Arc<WalJournal>,
         metrics: Arc<Metrics>,
+        shutdown: Shutdown,
         writes_in_flight_max: usize,
     ) -> Service {
         assert!(writes_in_flight_max > 0);
         Service {
             engine,
-            wal,
+            journal,
             metrics,
+            shutdown,
             writes_in_flight: AtomicUsize::new(0),
             writes_in_flight_max,
-            shutting_down: AtomicBool::new(false),
         }
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    pub async fn checkout(&self, user: &UserId, item: ItemId) -> Answer<CartView> {
+        let outcomes = &self.metrics.checkout_outcomes_total;
+        self.write(outcomes, || self.engine.checkout(user, item))
+            .await
     }
 
-    pub fn wal(&self) -> &Wal {
-        &self.wal
+    pub async fn purchase(&self, code: CheckoutCode) -> Answer<PurchaseView> {
+        let outcomes = &self.metrics.purchase_outcomes_total;
+        self.write(outcomes, || self.engine.purchase(code)).await
     }
 
-    /// From now on writes answer 503; requests already admitted finish.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// Why writes are refused now, if they are.
-    pub fn unavailable_reason(&self) -> Option<String> {
-        if let Some(reason) = self.wal.failure() {
-            return Some(format!("the log cannot make writes durable: {reason}"));
-        }
-        if self.is_shutting_down() {
-            return Some("the server is shutting down".to_string());
-        }
-        None
-    }
-
-    pub async fn checkout(
+    /// Admits a write, lets the engine decide, waits until the decision
+    /// (and every claim its answer depends on) is durable, counts the
+    /// outcome.
+    async fn write<T>(
         &self,
-        user: &UserId,
-        item: ItemId,
-    ) -> Result<Result<CartView, Rejection>, ServiceError> {
+        outcomes: &prometheus::IntCounterVec,
+        decide: impl FnOnce() -> Result<Decided<T>, EngineError>,
+    ) -> Answer<T> {
         let _permit = self.admit()?;
-        let decided = self.engine.checkout(user, item).map_err(unavailable)?;
+        let decided = decide()?;
+        assert!(
+            decided.wait_seq >= decided.seq,
+            "an answer waits for its own record"
+        );
+        self.journal
+            .wait_durable(decided.wait_seq)
+            .await
+            .map_err(ServiceError::NotDurable)?;
         let outcome = decided.answer.as_ref().map_or_else(|r| r.code(), |_| "ok");
-        self.make_durable(&decided).await?;
-        self.metrics
-            .checkout_outcomes_total
-            .with_label_values(&[outcome])
-            .inc();
-        Ok(decided.answer)
-    }
-
-    pub async fn purchase(
-        &self,
-        code: CheckoutCode,
-    ) -> Result<Result<PurchaseView, Rejection>, ServiceError> {
-        let _permit = self.admit()?;
-        let decided = self.engine.purchase(code).map_err(unavailable)?;
-        let outcome = decided.answer.as_ref().map_or_else(|r| r.code(), |_| "ok");
-        self.make_durable(&decided).await?;
-        self.metrics
-            .purchase_outcomes_total
-            .with_label_values(&[outcome])
-            .inc();
+        outcomes.with_label_values(&[outcome]).inc();
         Ok(decided.answer)
     }
 
     fn admit(&self) -> Result<WritePermit<'_>, ServiceError> {
-        if let Some(reason) = self.unavailable_reason() {
-            return Err(ServiceError::Unavailable(reason));
+        if let Some(refused) = self.refusal() {
+            return Err(refused);
         }
         let before = self.writes_in_flight.fetch_add(1, Ordering::AcqRel);
         let permit = WritePermit { service: self };
@@ -136,15 +149,50 @@ impl Service {
         Ok(permit)
     }
 
-    async fn make_durable<T>(&self, decided: &Decided<T>) -> Result<(), ServiceError> {
-        debug_assert!(decided.wait_seq >= decided.seq);
-        self.wal
-            .wait_durable_async(decided.wait_seq)
-            .await
-            .map_err(|error| ServiceError::Unavailable(format!("the log failed: {error}")))
+    /// Why every write is refused now, if it is.
+    fn refusal(&self) -> Option<ServiceError> {
+        if let Some(reason) = self.journal.failure() {
+            return Some(ServiceError::LogFailed { reason });
+        }
+        if self.shutdown.is_begun() {
+            return Some(ServiceError::ShuttingDown);
+        }
+        None
     }
-}
 
-fn unavailable(error: EngineError) -> ServiceError {
-    ServiceError::Unavailable(error.to_string())
+    pub fn user_limit(&self) -> u32 {
+        self.engine.user_limit()
+    }
+
+    pub fn active_sale(&self) -> SaleView {
+        self.engine.active_sale()
+    }
+
+    /// The active sale or a retained past one; `None` for any other.
+    pub fn sale(&self, id: SaleId) -> Option<SaleView> {
+        self.engine.sale(id)
+    }
+
+    /// A page of a readable sale's items; `None` for any other sale.
+    pub fn items(
+        &self,
+        id: SaleId,
+        offset: u32,
+        limit: u32,
+        available_only: bool,
+    ) -> Option<ItemsPage> {
+        self.engine.items(id, offset, limit, available_only)
+    }
+
+    pub fn health(&self) -> Health {
+        Health {
+            unavailable: self.refusal(),
+            log: LogHealth {
+                failure: self.journal.failure(),
+                durable_seq: self.journal.durable_seq(),
+                last_seq: self.journal.last_seq(),
+            },
+            active_sale: self.engine.active_sale(),
+        }
+    }
 }

@@ -16,15 +16,16 @@ use std::time::{Duration, Instant};
 
 use common::postgres::{dump, TestDatabase};
 use flashsale::domain::{CheckoutCode, ItemId, SaleId};
+use flashsale::engine::{
+    CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseItem, PurchaseOutcome, PurchaseRecord,
+    Record, Rejection,
+};
 use flashsale::export::schema::migrate;
 use flashsale::export::{
     export_once, spawn_exporter, ExportConfig, ExportError, ExportStatus, MemorySource,
     RecordSource, SourceError, WalSource,
 };
-use flashsale::journal::{
-    self, CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseItem, PurchaseOutcome,
-    PurchaseRecord, Record, Rejection,
-};
+use flashsale::journal;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 

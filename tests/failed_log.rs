@@ -112,7 +112,7 @@ impl TestServer {
             .await
             .unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until_stopped());
+        tokio::spawn(app.run(std::future::pending()));
         let client = reqwest::Client::new();
         let active: serde_json::Value = client
             .get(format!("{base}/sales/active"))

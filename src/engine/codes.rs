@@ -20,8 +20,8 @@
 //! never change. The locator reveals roughly how many users a stripe held
 //! when the cart was opened; nothing else about other users.
 
+use super::outcome::{ItemOutcome, PurchaseItem};
 use crate::domain::CheckoutCode;
-use crate::journal::{ItemOutcome, PurchaseItem};
 
 /// Bits of a code that name the slot in its stripe.
 const SLOT_BITS: u32 = 24;

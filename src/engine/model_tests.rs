@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use crate::domain::{CheckoutCode, Clock, ItemId, SaleId};
-use crate::journal::{ItemOutcome, PurchaseItem, Rejection};
+use crate::engine::{ItemOutcome, PurchaseItem, Rejection};
 
-use super::testing::{user, Fixture};
+use super::fixtures::{user, Fixture};
 use super::{EngineConfig, EngineSnapshot, FUTURE_SALES_KNOWN_HOURS};
 
 const USERS: [&str; 3] = ["ann", "ben", "cy"];

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use crate::domain::{CheckoutCode, ItemId, SaleId};
-use crate::journal::{
+use crate::engine::{
     CheckoutOutcome, ItemOutcome, PurchaseItem, PurchaseOutcome, Record, Rejection,
 };
 
-use super::testing::{at_minutes, user, Fixture};
+use super::fixtures::{at_minutes, user, Fixture};
 use super::{EngineConfig, EngineConfigError, EngineError};
 
 fn bought(index: u32) -> PurchaseItem {
@@ -320,7 +320,7 @@ fn a_failed_append_changes_nothing_and_blocks_claims() {
     // Whoever depends on the unrecorded claim gets 503, never "sold out".
     assert!(matches!(
         f.engine.checkout(&user("carol"), f.item(0)),
-        Err(EngineError::Unavailable(_))
+        Err(EngineError::ClaimNotRecorded { .. })
     ));
 }
 
@@ -392,7 +392,7 @@ fn a_rejection_depending_on_a_failed_claim_is_unavailable() {
     ));
     assert!(matches!(
         rejecter.join().unwrap(),
-        Err(EngineError::Unavailable(_))
+        Err(EngineError::ClaimNotRecorded { .. })
     ));
 }
 
@@ -401,7 +401,7 @@ fn engine_is_shared_between_threads_and_refuses_bad_settings() {
     fn shareable<T: Send + Sync>() {}
     shareable::<super::Engine>();
     let clock = Arc::new(crate::domain::ManualClock::new(at_minutes(0)));
-    let journal = Arc::new(crate::journal::MemoryJournal::default());
+    let journal = Arc::new(crate::engine::MemoryJournal::default());
     let config = EngineConfig {
         user_limit: 0,
         ..EngineConfig::default()

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
 
 use crate::domain::CheckoutCode;
-use crate::journal::{CheckoutOutcome, ItemOutcome, PurchaseOutcome, Record};
+use crate::engine::{CheckoutOutcome, ItemOutcome, PurchaseOutcome, Record};
 
-use super::testing::{user, Fixture};
+use super::fixtures::{user, Fixture};
 use super::EngineConfig;
 
 const THREADS: usize = 8;

@@ -45,7 +45,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::domain::CheckoutCode;
 
 use super::codes::{self, CodeSecret, Locator, StoredPurchase, SLOTS_PER_STRIPE_MAX};
-use super::extra::{PurchaseWords, UserExtra};
+use super::overflow::{PurchaseWords, UserExtra};
 
 /// Stripes per sale: enough that two busy users rarely share a lock on a
 /// small machine, few enough that an untouched sale costs little. Codes
@@ -423,7 +423,7 @@ impl UserTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{ItemOutcome, PurchaseItem};
+    use crate::engine::{ItemOutcome, PurchaseItem};
 
     fn stored(secret: CodeSecret, items: &[(u32, ItemOutcome)]) -> StoredPurchase {
         let items = items.iter().map(|&(item_index, outcome)| PurchaseItem {

@@ -14,12 +14,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
+use crate::engine::Record;
 use crate::export::batch::{read_cursor, write_batch, SaleSettings, TableRows};
 use crate::export::rows::RowBatch;
 use crate::export::schema::migrate;
 use crate::export::status::{ExportMetrics, ExportState, ExportStatus};
 use crate::export::{ExportConfig, ExportError, RecordSource};
-use crate::journal::Record;
 
 /// `application_name` of the exporter's connections (unless the URL sets
 /// one), so operators can find them in `pg_stat_activity`.
@@ -366,7 +366,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{PurchaseOutcome, PurchaseRecord, Rejection};
+    use crate::engine::{PurchaseOutcome, PurchaseRecord, Rejection};
 
     fn records(seqs: &[u64]) -> Vec<(u64, Record)> {
         let record = Record::Purchase(PurchaseRecord {

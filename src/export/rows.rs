@@ -11,11 +11,11 @@
 use std::collections::BTreeSet;
 
 use crate::domain::{CheckoutCode, ItemId, SaleId};
-use crate::export::copy::{CopyRow, RowEncoder};
-use crate::journal::{
+use crate::engine::{
     CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseOutcome, PurchaseRecord, Record,
     Rejection,
 };
+use crate::export::copy::{CopyRow, RowEncoder};
 
 /// A sequence number that does not fit PostgreSQL's `bigint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -267,7 +267,7 @@ impl CopyRow for ItemRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::PurchaseItem;
+    use crate::engine::PurchaseItem;
 
     const SALE: u32 = 2026112120;
 

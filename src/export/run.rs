@@ -45,7 +45,7 @@ impl RunningExporter {
     }
 
     /// Stops between two batches; aborts after `STOP_GRACE`.
-    pub async fn stop(self) {
+    pub async fn join(self) {
         let RunningExporter {
             mut handle,
             shutdown,
@@ -75,9 +75,15 @@ pub fn start_in_server(
     args: &ServeArgs,
     wal: Arc<Wal>,
     registry: &Registry,
+    stop: crate::shutdown::Shutdown,
 ) -> Result<RunningExporter, ExportError> {
     let config = export_config(database_url, &args.store, args.export_interval);
     let (shutdown, receiver) = watch::channel(false);
+    let forward = shutdown.clone();
+    tokio::spawn(async move {
+        stop.wait().await;
+        let _ = forward.send(true);
+    });
     let source = Box::new(WalSource::new(wal));
     let (handle, status) = spawn_exporter(config, source, registry, receiver)?;
     tracing::info!(interval_seconds = args.export_interval, "exporter started");

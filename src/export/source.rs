@@ -9,7 +9,8 @@
 
 use std::sync::Arc;
 
-use crate::journal::{CodecError, Record};
+use crate::engine::Record;
+use crate::journal::CodecError;
 
 /// Why records could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +90,7 @@ impl RecordSource for MemorySource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{PurchaseOutcome, PurchaseRecord, Rejection};
+    use crate::engine::{PurchaseOutcome, PurchaseRecord, Rejection};
 
     fn record(code: u128) -> Record {
         Record::Purchase(PurchaseRecord {

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use flashsale_wal::{Wal, WalReader};
 
+use crate::engine::Record;
 use crate::export::source::{RecordSource, SourceError};
-use crate::journal::{self, Record};
+use crate::journal;
 
 /// Reads journal records from a shared log.
 pub struct WalSource {
@@ -90,7 +91,7 @@ impl RecordSource for WalSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{PurchaseOutcome, PurchaseRecord, Rejection};
+    use crate::engine::{PurchaseOutcome, PurchaseRecord, Rejection};
     use flashsale_wal::WalConfig;
 
     fn record(code: u128) -> Record {

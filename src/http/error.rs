@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::config::RETRY_AFTER_SECONDS;
 use crate::domain::ParseError;
-use crate::journal::Rejection;
+use crate::engine::Rejection;
+use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -69,6 +70,27 @@ impl From<ParseError> for ApiError {
     fn from(error: ParseError) -> ApiError {
         ApiError::InvalidRequest(error.to_string())
     }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        match error {
+            ServiceError::RateLimited => ApiError::RateLimited,
+            other => ApiError::Unavailable(with_causes(&other)),
+        }
+    }
+}
+
+/// `error` and its causes, outermost first, joined by ": ".
+pub(super) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 fn rejection_status(rejection: Rejection) -> StatusCode {

@@ -9,12 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
 use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
-use crate::engine::{CartView, ItemsPage, PurchaseView, SaleView};
-use crate::journal::{ItemOutcome, Rejection};
-use crate::service::ServiceError;
+use crate::engine::{CartView, ItemsPage, PurchaseView, Rejection, SaleView, ITEMS_PAGE_LIMIT_MAX};
 
-/// Items one listing page may hold (contract: 1 to 1,000).
-const ITEMS_PAGE_LIMIT_MAX: u32 = 1000;
+/// Items of a listing page when the client names no `limit`.
 const ITEMS_PAGE_LIMIT_DEFAULT: u32 = 100;
 
 type Answer = Result<HttpResponse, ApiError>;
@@ -48,15 +45,6 @@ pub(super) async fn method_not_allowed(request: HttpRequest) -> Answer {
 
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(error: ServiceError) -> ApiError {
-        match error {
-            ServiceError::RateLimited => ApiError::RateLimited,
-            ServiceError::Unavailable(reason) => ApiError::Unavailable(reason),
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -99,7 +87,7 @@ pub(super) async fn checkout(
         .checkout(&user, item)
         .await?
         .map_err(|rejection| {
-            let limit = state.service.engine().user_limit();
+            let limit = state.service.user_limit();
             let message = match rejection {
                 Rejection::ItemNotFound => format!("item {item} does not exist"),
                 Rejection::SaleNotActive => format!("the sale of item {item} is not active"),
@@ -146,33 +134,25 @@ struct PurchaseBody {
 
 impl From<&PurchaseView> for PurchaseBody {
     fn from(view: &PurchaseView) -> PurchaseBody {
-        let item = |index| ItemId {
-            sale: view.sale,
-            index,
-        };
         let purchased_items: Vec<PurchasedItem> = view
-            .items
-            .iter()
-            .filter(|i| i.outcome == ItemOutcome::Bought)
-            .map(|i| PurchasedItem {
-                id: item(i.item_index).to_string(),
-                name: item(i.item_index).name(),
+            .bought()
+            .map(|item| PurchasedItem {
+                id: item.to_string(),
+                name: item.name(),
             })
             .collect();
         let failed_items: Vec<FailedItem> = view
-            .items
-            .iter()
-            .filter(|i| i.outcome != ItemOutcome::Bought)
-            .map(|i| FailedItem {
-                id: item(i.item_index).to_string(),
-                reason: i.outcome.as_str(),
+            .failed()
+            .map(|(item, outcome)| FailedItem {
+                id: item.to_string(),
+                reason: outcome.as_str(),
             })
             .collect();
         PurchaseBody {
             code: view.code.to_string(),
             sale_id: view.sale.to_string(),
             user_id: view.user.to_string(),
-            success: !purchased_items.is_empty(),
+            success: view.success(),
             total_purchased: purchased_items.len(),
             failed_count: failed_items.len(),
             purchased_items,
@@ -223,7 +203,7 @@ impl From<&SaleView> for SaleBody {
 }
 
 pub(super) async fn active_sale(state: web::Data<AppState>) -> Answer {
-    Ok(HttpResponse::Ok().json(SaleBody::from(&state.service.engine().active_sale())))
+    Ok(HttpResponse::Ok().json(SaleBody::from(&state.service.active_sale())))
 }
 
 #[derive(Serialize)]
@@ -269,7 +249,6 @@ fn sale_view(state: &AppState, text: &str) -> Result<SaleView, ApiError> {
     let id = SaleId::parse(text)?;
     state
         .service
-        .engine()
         .sale(id)
         .ok_or_else(|| ApiError::SaleNotFound(format!("sale {id} is not known")))
 }
@@ -326,32 +305,33 @@ pub(super) async fn sale_items(
     let sale = sale_view(&state, &id)?;
     let page = state
         .service
-        .engine()
         .items(sale.id, offset, limit, available_only)
         .ok_or_else(|| ApiError::SaleNotFound(format!("sale {} is not known", sale.id)))?;
     Ok(HttpResponse::Ok().json(ItemsBody::from(&page)))
 }
 
 pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let service = &state.service;
-    let wal = service.wal();
-    let reason = service.unavailable_reason();
-    let sale = SaleBody::from(&service.engine().active_sale());
+    let health = state.service.health();
     let exporter = match &state.export_status {
         Some(status) => status(),
         None => serde_json::json!({ "state": "disabled" }),
     };
+    let reason = health
+        .unavailable
+        .as_ref()
+        .map(|error| super::error::with_causes(error));
+    let log = &health.log;
     let body = serde_json::json!({
         "status": if reason.is_some() { "unavailable" } else { "ok" },
         "reason": reason,
         "log": {
-            "state": if wal.failure().is_some() { "failed" } else { "ok" },
-            "failure": wal.failure(),
-            "durable_seq": wal.durable_seq(),
-            "last_seq": wal.last_seq(),
+            "state": if log.failure.is_some() { "failed" } else { "ok" },
+            "failure": log.failure,
+            "durable_seq": log.durable_seq,
+            "last_seq": log.last_seq,
         },
         "exporter": exporter,
-        "active_sale": sale,
+        "active_sale": SaleBody::from(&health.active_sale),
     });
     let status = if reason.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
@@ -362,7 +342,7 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub(super) async fn metrics(state: web::Data<AppState>) -> Answer {
-    let sold = state.service.engine().active_sale().items_sold;
+    let sold = state.service.active_sale().items_sold;
     state.metrics.active_sale_items_sold.set(i64::from(sold));
     let text = state
         .metrics

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use parking_lot::Mutex;
 
 use crate::domain::{CheckoutCode, ItemId, ManualClock, SaleId, UserId};
-use crate::journal::{Journal, JournalError, PurchaseOutcome, Record};
+use crate::engine::{Journal, JournalError, PurchaseOutcome, Record};
 
 use super::{CartView, Decided, Engine, EngineConfig, PurchaseView};
 
@@ -80,11 +80,11 @@ impl Journal for TestJournal {
         if let Some(gate) = gate {
             gate.entered.send(()).unwrap();
             if gate.release.recv().unwrap_or(false) {
-                return Err(JournalError("held append failed".into()));
+                return Err(JournalError::new("held append failed"));
             }
         }
         if self.failing.load(Ordering::SeqCst) {
-            return Err(JournalError("test journal is failing".into()));
+            return Err(JournalError::new("test journal is failing"));
         }
         let mut records = self.records.lock();
         records.push(record.clone());

@@ -17,7 +17,7 @@
 //! item     = item_index << 2 | outcome (0 bought, 1 sold out, 2 user limit)
 //! ```
 
-use crate::journal::{ItemOutcome, PurchaseItem};
+use super::outcome::{ItemOutcome, PurchaseItem};
 
 use super::codes::{CodeSecret, StoredPurchase};
 

@@ -1,0 +1,167 @@
+//! The audit after every start: replay only checks that each record fits
+//! the state before it; the audit checks the whole (each sold item has
+//! exactly one purchase that bought it and its bit set, the sold count
+//! equals the bits set, no user over the limit, carts within what the
+//! limit leaves, codes and carts agree). A log that passes both rebuilds
+//! exactly the state the engine had before the crash.
+
+use std::collections::HashMap;
+
+use super::sales::SaleState;
+use super::users::UserState;
+use super::Engine;
+use crate::domain::{ItemId, SaleId};
+
+/// An invariant that the state breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sale {sale}: {why}")]
+#[non_exhaustive]
+pub struct AuditError {
+    pub sale: SaleId,
+    pub why: String,
+}
+
+/// What the audit looked at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditReport {
+    pub sales: u64,
+    pub items_sold: u64,
+    pub users: u64,
+    pub open_carts: u64,
+    pub purchases: u64,
+}
+
+impl Engine {
+    /// Checks the invariants of every held sale.
+    pub fn audit(&self) -> Result<AuditReport, AuditError> {
+        let mut report = AuditReport::default();
+        for sale in self.sales.all() {
+            let counts = self.audit_sale(&sale)?;
+            report.sales += 1;
+            report.items_sold += counts.items_sold;
+            report.users += counts.users;
+            report.open_carts += counts.open_carts;
+            report.purchases += counts.purchases;
+        }
+        Ok(report)
+    }
+
+    fn audit_sale(&self, sale: &SaleState) -> Result<AuditReport, AuditError> {
+        let fail = |why: String| AuditError { sale: sale.id, why };
+        let item = |index: u32| ItemId {
+            sale: sale.id,
+            index,
+        };
+        let inventory = &sale.inventory;
+        let (bits_set, items_sold) = (inventory.bits_set(), inventory.items_sold());
+        if bits_set != items_sold {
+            return Err(fail(format!(
+                "{bits_set} sold bits set, but {items_sold} items counted sold"
+            )));
+        }
+        // Which purchase (its seq) bought each item.
+        let mut bought_by: HashMap<u32, u64> = HashMap::new();
+        let mut report = AuditReport::default();
+        self.audit_users(sale, &mut bought_by, &mut report)
+            .map_err(fail)?;
+        for (index, seq) in inventory.claims() {
+            match (seq, bought_by.get(&index)) {
+                (Some(seq), Some(&bought_seq)) if seq == bought_seq => {}
+                (seq, bought) => {
+                    return Err(fail(format!(
+                        "item {} is sold by claim record {seq:?}, but bought by {bought:?}",
+                        item(index)
+                    )))
+                }
+            }
+        }
+        if bought_by.len() != bits_set as usize {
+            let unset = bought_by
+                .keys()
+                .find(|&&i| !inventory.is_claimed(i))
+                .copied();
+            return Err(fail(format!(
+                "item {:?} is bought but not marked sold",
+                unset.map(item)
+            )));
+        }
+        report.items_sold = u64::from(bits_set);
+        Ok(report)
+    }
+
+    /// Checks every stripe and user of `sale`, and fills `bought_by` with
+    /// the items the users' stored purchases bought.
+    fn audit_users(
+        &self,
+        sale: &SaleState,
+        bought_by: &mut HashMap<u32, u64>,
+        report: &mut AuditReport,
+    ) -> Result<(), String> {
+        let mut problem = None;
+        sale.users.for_each_stripe(|stripe| {
+            if problem.is_some() {
+                return;
+            }
+            let checked = stripe.check().and_then(|()| {
+                stripe.iter().try_for_each(|(_, state)| {
+                    report.users += 1;
+                    report.open_carts += u64::from(state.open_secret().is_some());
+                    report.purchases += state.purchases().count() as u64;
+                    self.audit_user(sale.id, state, bought_by)
+                })
+            });
+            problem = checked.err();
+        });
+        let counted = u64::from(sale.users.users_count());
+        if problem.is_none() && counted != report.users {
+            problem = Some(format!("{counted} users counted, {} held", report.users));
+        }
+        problem.map_or(Ok(()), Err)
+    }
+
+    /// Checks one user's counts, limit and codes, and records in
+    /// `bought_by` what its purchases bought.
+    fn audit_user(
+        &self,
+        sale: SaleId,
+        state: &UserState,
+        bought_by: &mut HashMap<u32, u64>,
+    ) -> Result<(), String> {
+        let (user, limit) = (state.id(), self.config.user_limit);
+        let purchased = u32::from(state.purchased());
+        let cart_len = state.cart_len() as u32;
+        let mut bought = 0u32;
+        let mut secrets: Vec<_> = state.open_secret().into_iter().collect();
+        for purchase in state.purchases() {
+            if secrets.contains(&purchase.secret) {
+                return Err(format!("user {user} holds two codes with one secret"));
+            }
+            secrets.push(purchase.secret);
+            let items = purchase.items();
+            for index in items.filter(|i| i.is_bought()).map(|i| i.item_index) {
+                bought += 1;
+                if let Some(earlier) = bought_by.insert(index, purchase.seq) {
+                    let item = ItemId { sale, index };
+                    return Err(format!(
+                        "item {item} bought by records {earlier} and {}",
+                        purchase.seq
+                    ));
+                }
+            }
+        }
+        if purchased > limit {
+            return Err(format!(
+                "user {user} bought {purchased} items, over the limit {limit}"
+            ));
+        }
+        if purchased != bought {
+            return Err(format!(
+                "user {user} counts {purchased} items bought, the purchases say {bought}"
+            ));
+        }
+        if purchased + cart_len > limit {
+            return Err(format!("user {user} has {cart_len} items in the cart after buying {purchased}, over the limit {limit}"));
+        }
+        Ok(())
+    }
+}
