@@ -2,14 +2,20 @@
 //!
 //! Every flag also reads an environment variable (`FLASHSALE_` + the flag in
 //! upper snake case), as the contract's "Command line" section says. Limits
-//! that the contract does not name are constants here, with their units in
-//! their names, so an operator can find every bound in one file.
+//! of the HTTP server and the write path are constants here, with their
+//! units in their names; limits of a sale (items, the per-user limit, the
+//! page size, retention) are defined once, in `engine::config`, and the
+//! flags' ranges use those definitions.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::{
+    ITEMS_PER_SALE_DEFAULT, ITEMS_PER_SALE_MAX, USER_LIMIT_DEFAULT, USER_LIMIT_MAX,
+};
 
 /// Largest request body accepted, in bytes (bodies are ignored).
 pub const REQUEST_BODY_BYTES_MAX: usize = 4 * 1024;
@@ -29,8 +35,6 @@ pub const KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_GRACE_TIMEOUT: Duration = Duration::from_secs(20);
 /// `Retry-After` for 429 and 503 answers, in seconds.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
-/// Hours a past sale stays in memory for `/sales/{id}` and late purchases.
-pub const PAST_SALES_RETAINED_HOURS: u32 = 24;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,13 +121,13 @@ pub struct StoreArgs {
     pub data_dir: PathBuf,
 
     /// Unique items in every sale.
-    #[arg(long, env = "FLASHSALE_ITEMS_PER_SALE", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "FLASHSALE_ITEMS_PER_SALE", default_value_t = ITEMS_PER_SALE_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(ITEMS_PER_SALE_MAX)))]
     pub items_per_sale: u32,
 
     /// Most items one user may buy in one sale.
-    #[arg(long, env = "FLASHSALE_USER_LIMIT", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, env = "FLASHSALE_USER_LIMIT", default_value_t = USER_LIMIT_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(USER_LIMIT_MAX)))]
     pub user_limit: u32,
 }
 

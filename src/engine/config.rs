@@ -2,18 +2,23 @@
 //! each limit, used by the command line's ranges, the engine and the HTTP
 //! handlers alike.
 
+/// Items in every sale unless `--items-per-sale` says otherwise.
+pub const ITEMS_PER_SALE_DEFAULT: u32 = 10_000;
+/// Items one user may buy in one sale unless `--user-limit` says otherwise.
+pub const USER_LIMIT_DEFAULT: u32 = 10;
+/// Hours a past sale stays readable and answerable.
+pub const PAST_SALES_RETAINED_HOURS_DEFAULT: u32 = PAST_SALES_RETAINED_HOURS_MIN;
+/// Users one sale may hold unless configured otherwise.
+pub const USERS_PER_SALE_MAX_DEFAULT: u32 = 2_000_000;
 /// Largest accepted `items_per_sale`.
 pub const ITEMS_PER_SALE_MAX: u32 = 1_000_000;
-
 /// Largest accepted `user_limit`.
 pub const USER_LIMIT_MAX: u32 = 1000;
 
 /// Accepted `past_sales_retained_hours`: the contract keeps past sales for
 /// at least a day; a week bounds the memory of retained sales.
 pub const PAST_SALES_RETAINED_HOURS_MIN: u32 = 24;
-
 pub const PAST_SALES_RETAINED_HOURS_MAX: u32 = 168;
-
 /// Largest page of `items`.
 pub const ITEMS_PAGE_LIMIT_MAX: u32 = 1000;
 
@@ -33,10 +38,10 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {
-            items_per_sale: 10_000,
-            user_limit: 10,
-            past_sales_retained_hours: 24,
-            users_per_sale_max: 2_000_000,
+            items_per_sale: ITEMS_PER_SALE_DEFAULT,
+            user_limit: USER_LIMIT_DEFAULT,
+            past_sales_retained_hours: PAST_SALES_RETAINED_HOURS_DEFAULT,
+            users_per_sale_max: USERS_PER_SALE_MAX_DEFAULT,
         }
     }
 }

@@ -71,8 +71,9 @@ use crate::domain::{Clock, SaleId};
 
 pub use audit::{AuditError, AuditReport};
 pub use config::{
-    EngineConfig, EngineConfigError, ITEMS_PAGE_LIMIT_MAX, ITEMS_PER_SALE_MAX,
-    PAST_SALES_RETAINED_HOURS_MAX, PAST_SALES_RETAINED_HOURS_MIN, USER_LIMIT_MAX,
+    EngineConfig, EngineConfigError, ITEMS_PAGE_LIMIT_MAX, ITEMS_PER_SALE_DEFAULT,
+    ITEMS_PER_SALE_MAX, PAST_SALES_RETAINED_HOURS_DEFAULT, PAST_SALES_RETAINED_HOURS_MAX,
+    PAST_SALES_RETAINED_HOURS_MIN, USERS_PER_SALE_MAX_DEFAULT, USER_LIMIT_DEFAULT, USER_LIMIT_MAX,
 };
 pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};

@@ -1,6 +1,6 @@
 //! Rebuilding the engine from its records, one record at a time
-//! (`Engine::apply`); `crate::recovery` reads the log and drives it, and
-//! `audit` checks the rebuilt whole.
+//! (`Engine::apply`); the service's recovery module reads the log and
+//! drives it, and `audit` checks the rebuilt whole.
 //!
 //! Replay applies recorded outcomes and never decides again: time, limits
 //! and the bound on users play no part, so the same records always rebuild
