@@ -17,7 +17,8 @@
 //! - `segment`: segment file names and durable creation.
 //! - [`storage`]: the small file-system trait crash tests plug into.
 //! - `recovery`: the decision table applied by [`Wal::open`].
-//! - `shared`: the bounded queue, sequence numbers and durability waiting.
+//! - `commit_queue`: the bounded queue of appends, sequence numbers and
+//!   durability waiting.
 //! - `writer`: the one writer thread doing group commit.
 //! - `reader`: [`WalReader`], in-order reads up to the durable end.
 //! - `wal`: [`Wal`], the handle tying these together.
@@ -35,13 +36,13 @@
 
 #![forbid(unsafe_code)]
 
+mod commit_queue;
 mod config;
 mod error;
 pub mod format;
 mod reader;
 mod recovery;
 mod segment;
-mod shared;
 pub mod storage;
 mod wal;
 mod writer;

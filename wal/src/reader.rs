@@ -12,11 +12,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::commit_queue::Shared;
 use crate::error::WalError;
 use crate::format::{decode_segment_header, read_record_at, ByteSource, DamageKind, RecordAt};
 use crate::format::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::recovery::READ_CHUNK_BYTES;
-use crate::shared::Shared;
 use crate::storage::{FileWindow, Storage};
 
 /// One record, owned.

@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::commit_queue::{Batch, Shared};
 use crate::config::SyncMode;
 use crate::error::WalError;
 use crate::format::SEGMENT_HEADER_SIZE;
 use crate::segment::create_segment;
-use crate::shared::{Batch, Shared};
 use crate::storage::{Storage, WriteFile};
 
 pub(crate) struct Writer {

@@ -1,4 +1,5 @@
-//! State shared by appenders, the writer thread, waiters and readers.
+//! The commit queue: state shared by appenders, the writer thread, waiters
+//! and readers.
 //!
 //! This module exists to keep the synchronisation in one place. The queue is
 //! a list of batches, each at most `batch_bytes_max`, together at most
