@@ -199,10 +199,11 @@ pub fn encode_segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_SIZE] {
 /// Appends one framed record to `out`.
 ///
 /// The caller has checked `payload.len()` against the configured maximum;
-/// a payload that does not fit a u32 is a caller bug.
+/// a payload that does not fit a u32 is a caller bug and panics rather than
+/// frame a record whose length field lies.
 pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    debug_assert_eq!(len as usize, payload.len(), "payload larger than u32::MAX");
+    let len = u32::try_from(payload.len())
+        .expect("a record payload must fit the u32 length field (append checks the maximum)");
     let start = out.len();
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -211,7 +212,13 @@ pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     hasher.update(payload);
     out.extend_from_slice(&hasher.finalize().to_le_bytes());
     out.extend_from_slice(payload);
-    debug_assert_eq!(out.len() - start, RECORD_HEADER_SIZE + payload.len());
+    // The queue accounts `RECORD_HEADER_SIZE + len` per record; a frame of
+    // another size would throw off its byte budget and the reader's offsets.
+    assert_eq!(
+        out.len() - start,
+        RECORD_HEADER_SIZE + payload.len(),
+        "a framed record must be its header plus its payload"
+    );
 }
 
 fn read_u32(bytes: &[u8], offset: usize) -> u32 {

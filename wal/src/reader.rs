@@ -96,7 +96,13 @@ impl WalReader {
             .window
             .bytes_at(offset, total_bytes)
             .map_err(|e| WalError::io("read", &cursor.path, e))?;
-        debug_assert_eq!(bytes.len(), total_bytes);
+        // A short read here would return a cut payload as a whole record.
+        assert_eq!(
+            bytes.len(),
+            total_bytes,
+            "the record checked at byte offset {offset} of {} must still be whole",
+            cursor.path.display()
+        );
         cursor.offset += total_bytes as u64;
         cursor.seq_at_offset += 1;
         self.next_seq += 1;
