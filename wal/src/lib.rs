@@ -12,8 +12,11 @@
 //!
 //! # Layout
 //!
-//! - [`format`]: the byte layout, pure encode/decode ([`decode_segment`] is
-//!   the fuzz target).
+//! - `config`: [`WalConfig`], every limit as a named, validated value.
+//! - `error`: [`WalError`], the one error type.
+//! - [`format`](mod@format): the byte layout, pure encode/decode
+//!   ([`decode_segment`] is the fuzz target); split into header, record
+//!   framing, segment scan and in-memory decoding.
 //! - `segment`: segment file names and durable creation.
 //! - [`storage`]: the small file-system trait crash tests plug into.
 //! - `recovery`: the decision table applied by [`Wal::open`].

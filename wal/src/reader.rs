@@ -22,7 +22,9 @@ use crate::storage::{FileWindow, Storage};
 /// One record, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The record's sequence number.
     pub seq: u64,
+    /// The payload exactly as it was appended.
     pub payload: Vec<u8>,
 }
 

@@ -12,7 +12,7 @@ use std::fmt;
 pub enum DamageKind {
     /// The file is shorter than a segment header.
     HeaderTruncated { len_bytes: u64 },
-    /// The file does not start with [`SEGMENT_MAGIC`].
+    /// The file does not start with [`SEGMENT_MAGIC`](super::SEGMENT_MAGIC).
     BadMagic,
     /// The header names a format version this crate does not know.
     UnsupportedVersion { version: u32 },

@@ -4,7 +4,7 @@
 //! constants below are the ones `docs/wal-format.md` documents. Every offset
 //! is derived from the previous one, so the documentation and the code cannot
 //! drift apart without the golden-bytes test noticing. Nothing here does I/O:
-//! the scanner reads through a [`ByteSource`], which is a file window in the
+//! the scanner reads through a `ByteSource`, which is a file window in the
 //! log and a plain slice in [`decode_segment`] (the fuzz target).
 //!
 //! Promise: decoding never panics and never allocates more than
