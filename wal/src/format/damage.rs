@@ -7,8 +7,10 @@
 
 use std::fmt;
 
-/// Why a segment or a record in it cannot be trusted.
+/// Why a segment or a record in it cannot be trusted. Non-exhaustive like
+/// [`crate::WalError`], which carries it: a new check may add a kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DamageKind {
     /// The file is shorter than a segment header.
     HeaderTruncated { len_bytes: u64 },
