@@ -49,7 +49,9 @@ pub struct WalConfig {
     /// Largest amount of framed records waiting for the writer; a full
     /// queue makes `append` wait.
     pub queue_bytes_max: usize,
+    /// Whether batches are synced before they are acknowledged.
     pub sync_mode: SyncMode,
+    /// Told of every batch and of a failure, e.g. to feed metrics.
     pub observer: Option<Arc<dyn WalObserver>>,
 }
 

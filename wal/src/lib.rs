@@ -12,12 +12,16 @@
 //!
 //! # Layout
 //!
-//! - [`format`]: the byte layout, pure encode/decode ([`decode_segment`] is
-//!   the fuzz target).
+//! - `config`: [`WalConfig`], every limit as a named, validated value.
+//! - `error`: [`WalError`], the one error type.
+//! - [`format`](mod@format): the byte layout, pure encode/decode
+//!   ([`decode_segment`] is the fuzz target); split into header, record
+//!   framing, segment scan and in-memory decoding.
 //! - `segment`: segment file names and durable creation.
 //! - [`storage`]: the small file-system trait crash tests plug into.
 //! - `recovery`: the decision table applied by [`Wal::open`].
-//! - `shared`: the bounded queue, sequence numbers and durability waiting.
+//! - `commit_queue`: the bounded queue of appends, sequence numbers and
+//!   durability waiting.
 //! - `writer`: the one writer thread doing group commit.
 //! - `reader`: [`WalReader`], in-order reads up to the durable end.
 //! - `wal`: [`Wal`], the handle tying these together.
@@ -35,13 +39,13 @@
 
 #![forbid(unsafe_code)]
 
+mod commit_queue;
 mod config;
 mod error;
 pub mod format;
 mod reader;
 mod recovery;
 mod segment;
-mod shared;
 pub mod storage;
 mod wal;
 mod writer;

@@ -12,17 +12,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::commit_queue::Shared;
 use crate::error::WalError;
 use crate::format::{decode_segment_header, read_record_at, ByteSource, DamageKind, RecordAt};
 use crate::format::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::recovery::READ_CHUNK_BYTES;
-use crate::shared::Shared;
 use crate::storage::{FileWindow, Storage};
 
 /// One record, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The record's sequence number.
     pub seq: u64,
+    /// The payload exactly as it was appended.
     pub payload: Vec<u8>,
 }
 
@@ -96,7 +98,13 @@ impl WalReader {
             .window
             .bytes_at(offset, total_bytes)
             .map_err(|e| WalError::io("read", &cursor.path, e))?;
-        debug_assert_eq!(bytes.len(), total_bytes);
+        // A short read here would return a cut payload as a whole record.
+        assert_eq!(
+            bytes.len(),
+            total_bytes,
+            "the record checked at byte offset {offset} of {} must still be whole",
+            cursor.path.display()
+        );
         cursor.offset += total_bytes as u64;
         cursor.seq_at_offset += 1;
         self.next_seq += 1;

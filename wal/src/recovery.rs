@@ -51,6 +51,9 @@ enum SegmentCheck {
     HeaderTorn,
 }
 
+/// Checks every segment of `config.dir` (creating the first one in an empty
+/// directory), repairs what a crash can leave in the newest one, and makes
+/// the result durable.
 pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recovered, WalError> {
     let dir = &config.dir;
     storage
@@ -58,53 +61,12 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
         .map_err(|e| WalError::io("create dir", dir, e))?;
     let found = list_segments(storage, dir)?;
     let Some(((newest_seq, newest_path), older)) = found.split_last() else {
-        let (meta, active) = create_segment(storage, dir, 1, config.sync_mode)?;
-        let active_len_bytes = SEGMENT_HEADER_SIZE as u64;
-        return Ok(Recovered {
-            segments: vec![meta],
-            active,
-            active_len_bytes,
-            last_seq: 0,
-        });
+        return start_empty_log(config, storage);
     };
-    let mut prev_last: Option<u64> = None;
-    for (name_seq, path) in older {
-        let check = check_segment(storage, config, path, *name_seq, prev_last, false)?;
-        let SegmentCheck::Intact { last_seq, .. } = check else {
-            unreachable!("an older segment is either intact or an error")
-        };
-        prev_last = Some(last_seq);
-    }
+    let prev_last = check_older_segments(storage, config, older)?;
     let check = check_segment(storage, config, newest_path, *newest_seq, prev_last, true)?;
-    let (active, active_len_bytes, last_seq) = match check {
-        SegmentCheck::Intact {
-            last_seq,
-            len_bytes,
-        } => {
-            let active = open_active(storage, newest_path)?;
-            (active, len_bytes, last_seq)
-        }
-        SegmentCheck::TornTail {
-            last_seq,
-            valid_len_bytes,
-            file_len_bytes,
-        } => {
-            save_torn_tail(storage, newest_path, valid_len_bytes, file_len_bytes)?;
-            let mut active = open_active(storage, newest_path)?;
-            active
-                .set_len(valid_len_bytes)
-                .map_err(|e| WalError::io("truncate", newest_path, e))?;
-            (active, valid_len_bytes, last_seq)
-        }
-        SegmentCheck::HeaderTorn => {
-            let (_, active) = create_segment(storage, dir, *newest_seq, config.sync_mode)?;
-            (
-                active,
-                SEGMENT_HEADER_SIZE as u64,
-                newest_seq.wrapping_sub(1),
-            )
-        }
-    };
+    let (active, active_len_bytes, last_seq) =
+        open_newest(storage, config, *newest_seq, newest_path, check)?;
     let mut recovered = Recovered {
         segments: found
             .iter()
@@ -129,6 +91,77 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
     Ok(recovered)
 }
 
+/// A directory without segments: the log starts at sequence number 1.
+fn start_empty_log(config: &WalConfig, storage: &dyn Storage) -> Result<Recovered, WalError> {
+    let (meta, active) = create_segment(storage, &config.dir, 1, config.sync_mode)?;
+    Ok(Recovered {
+        segments: vec![meta],
+        active,
+        active_len_bytes: SEGMENT_HEADER_SIZE as u64,
+        last_seq: 0,
+    })
+}
+
+/// Checks every segment but the newest, which must all be intact and
+/// contiguous; returns the last sequence number of the last one, `None` if
+/// there are none.
+fn check_older_segments(
+    storage: &dyn Storage,
+    config: &WalConfig,
+    older: &[(u64, PathBuf)],
+) -> Result<Option<u64>, WalError> {
+    let mut prev_last: Option<u64> = None;
+    for (name_seq, path) in older {
+        let check = check_segment(storage, config, path, *name_seq, prev_last, false)?;
+        let SegmentCheck::Intact { last_seq, .. } = check else {
+            unreachable!("an older segment is either intact or an error")
+        };
+        prev_last = Some(last_seq);
+    }
+    Ok(prev_last)
+}
+
+/// Applies the newest segment's check: opens it for appending after cutting
+/// off (and keeping) a torn tail, or rewrites a torn header. Returns the
+/// active file, its length and the last valid sequence number.
+fn open_newest(
+    storage: &dyn Storage,
+    config: &WalConfig,
+    newest_seq: u64,
+    newest_path: &Path,
+    check: SegmentCheck,
+) -> Result<(Box<dyn WriteFile>, u64, u64), WalError> {
+    match check {
+        SegmentCheck::Intact {
+            last_seq,
+            len_bytes,
+        } => {
+            let active = open_active(storage, newest_path)?;
+            Ok((active, len_bytes, last_seq))
+        }
+        SegmentCheck::TornTail {
+            last_seq,
+            valid_len_bytes,
+            file_len_bytes,
+        } => {
+            save_torn_tail(storage, newest_path, valid_len_bytes, file_len_bytes)?;
+            let mut active = open_active(storage, newest_path)?;
+            active
+                .set_len(valid_len_bytes)
+                .map_err(|e| WalError::io("truncate", newest_path, e))?;
+            Ok((active, valid_len_bytes, last_seq))
+        }
+        SegmentCheck::HeaderTorn => {
+            let (_, active) = create_segment(storage, &config.dir, newest_seq, config.sync_mode)?;
+            Ok((
+                active,
+                SEGMENT_HEADER_SIZE as u64,
+                newest_seq.wrapping_sub(1),
+            ))
+        }
+    }
+}
+
 /// Segment files of `dir`, sorted in log order. Other files are ignored.
 fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     let names = storage
@@ -142,12 +175,16 @@ fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)
     Ok(found)
 }
 
+/// Opens the newest segment for appending after its valid prefix.
 fn open_active(storage: &dyn Storage, path: &Path) -> Result<Box<dyn WriteFile>, WalError> {
     storage
         .open_append(path)
         .map_err(|e| WalError::io("open for append", path, e))
 }
 
+/// Checks one segment: its name continues the log after `prev_last`, its
+/// header matches its name, and it holds no damage but (in the `newest`
+/// segment only) a torn tail or a torn header.
 fn check_segment(
     storage: &dyn Storage,
     config: &WalConfig,

@@ -51,7 +51,11 @@ pub(crate) fn create_segment(
         .create(&path)
         .map_err(|e| WalError::io("create", &path, e))?;
     let header = encode_segment_header(first_seq);
-    debug_assert_eq!(header.len(), SEGMENT_HEADER_SIZE);
+    assert_eq!(
+        header.len(),
+        SEGMENT_HEADER_SIZE,
+        "a segment header must be exactly the size the format defines"
+    );
     file.write_all(&header)
         .map_err(|e| WalError::io("write header", &path, e))?;
     if sync_mode == SyncMode::Fdatasync {

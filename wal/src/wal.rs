@@ -10,11 +10,11 @@ use std::thread::{self, JoinHandle};
 
 use parking_lot::Mutex;
 
+use crate::commit_queue::Shared;
 use crate::config::WalConfig;
 use crate::error::WalError;
 use crate::reader::WalReader;
 use crate::recovery::recover;
-use crate::shared::Shared;
 use crate::storage::{DirLock, FsStorage, Storage};
 use crate::writer::Writer;
 

@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::commit_queue::{Batch, Shared};
 use crate::config::SyncMode;
 use crate::error::WalError;
 use crate::format::SEGMENT_HEADER_SIZE;
 use crate::segment::create_segment;
-use crate::shared::{Batch, Shared};
 use crate::storage::{Storage, WriteFile};
 
 pub(crate) struct Writer {
@@ -61,8 +61,14 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: &Batch) -> Result<(), WalError> {
-        debug_assert!(
-            batch.records > 0 && batch.last_seq - batch.first_seq + 1 == batch.records as u64
+        assert!(
+            batch.records > 0
+                && batch.last_seq.wrapping_sub(batch.first_seq).wrapping_add(1)
+                    == batch.records as u64,
+            "a batch must hold {} contiguous records, not {}..={}",
+            batch.records,
+            batch.first_seq,
+            batch.last_seq
         );
         let batch_len = batch.bytes.len() as u64;
         let has_records = self.active_len_bytes > SEGMENT_HEADER_SIZE as u64;
@@ -99,9 +105,12 @@ impl Writer {
         self.active_path = meta.path.clone();
         self.active_len_bytes = SEGMENT_HEADER_SIZE as u64;
         let mut segments = self.shared.segments.lock();
-        debug_assert!(segments
-            .last()
-            .is_some_and(|last| last.first_seq < first_seq));
+        assert!(
+            segments
+                .last()
+                .is_some_and(|last| last.first_seq < first_seq),
+            "a new segment at {first_seq} must start after the newest one"
+        );
         segments.push(meta);
         Ok(())
     }

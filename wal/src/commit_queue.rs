@@ -1,4 +1,5 @@
-//! State shared by appenders, the writer thread, waiters and readers.
+//! The commit queue: state shared by appenders, the writer thread, waiters
+//! and readers.
 //!
 //! This module exists to keep the synchronisation in one place. The queue is
 //! a list of batches, each at most `batch_bytes_max`, together at most
@@ -141,7 +142,11 @@ impl Shared {
             });
         }
         let batch = queue.batches.back_mut().expect("a batch was just ensured");
-        debug_assert!(batch.records == 0 || batch.last_seq + 1 == seq);
+        assert!(
+            batch.records == 0 || batch.last_seq + 1 == seq,
+            "record {seq} must follow the last record {} of its batch",
+            batch.last_seq
+        );
         encode_record(seq, payload, &mut batch.bytes);
         batch.last_seq = seq;
         batch.records += 1;
