@@ -63,7 +63,7 @@ impl Engine {
                 return self.add_to_cart(active, stripe, slot, user, item, now);
             }
         };
-        debug_assert!(code.is_some(), "already in a cart that is not open");
+        assert!(code.is_some(), "already in a cart that is not open");
         let seq = self.append_checkout(now, active.id, user, item, code, outcome)?;
         let view = open_cart_view(active, stripe, slot, user);
         Ok((decided(Ok(view), seq), ClaimWait::Nothing))
@@ -146,13 +146,13 @@ impl Engine {
         // Created only now that the record is appended, under the same
         // lock: slots follow the log's order (see `users`).
         let slot = slot.unwrap_or_else(|| stripe.push(user.as_str()));
-        debug_assert_eq!(slot, target, "a new user gets the reserved slot");
+        assert_eq!(slot, target, "a new user gets the reserved slot");
         let state = stripe.user_mut(slot);
         match open_secret {
             None => state.open_cart(secret, item.index),
             Some(_) => state.cart_push(item.index),
         }
-        debug_assert!(
+        assert!(
             usize::from(state.purchased()) + state.cart_len() <= self.config.user_limit as usize
         );
         let view = open_cart_view(active, stripe, Some(slot), user);

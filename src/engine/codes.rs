@@ -81,8 +81,8 @@ impl std::fmt::Display for Locator {
 
 /// The code made of `secret` and `locator`.
 pub fn compose(secret: CodeSecret, locator: Locator) -> CheckoutCode {
-    debug_assert!(locator.stripe < STRIPES_ADDRESSABLE);
-    debug_assert!(locator.slot < SLOTS_PER_STRIPE_MAX);
+    assert!(locator.stripe < STRIPES_ADDRESSABLE);
+    assert!(locator.slot < SLOTS_PER_STRIPE_MAX);
     let locator_bits = (locator.stripe as u128) << SLOT_BITS | u128::from(locator.slot);
     CheckoutCode::from_u128(secret.bits() << LOCATOR_BITS | locator_bits)
 }

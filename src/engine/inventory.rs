@@ -89,7 +89,7 @@ impl Inventory {
     }
 
     fn word_and_mask(&self, index: u32) -> (&AtomicU64, u64) {
-        debug_assert!(index < self.items_total);
+        assert!(index < self.items_total);
         (&self.words[(index / 64) as usize], 1u64 << (index % 64))
     }
 
@@ -125,18 +125,18 @@ impl Inventory {
     /// Records that the claim won by `try_claim` is in the log at `seq`.
     pub fn publish(&self, index: u32, seq: u64) {
         assert!(seq != CLAIM_UNPUBLISHED && seq != CLAIM_FAILED);
-        debug_assert!(self.is_claimed(index), "publish without a claim");
+        assert!(self.is_claimed(index), "publish without a claim");
         let before = self.claim_seqs[index as usize].swap(seq, Ordering::AcqRel);
-        debug_assert_eq!(before, CLAIM_UNPUBLISHED, "item {index} published twice");
+        assert_eq!(before, CLAIM_UNPUBLISHED, "item {index} published twice");
         self.claim_seq_max.fetch_max(seq, Ordering::AcqRel);
         let sold_before = self.items_sold.fetch_add(1, Ordering::AcqRel);
-        debug_assert!(sold_before < self.items_total);
+        assert!(sold_before < self.items_total);
     }
 
     /// Records that the claim won by `try_claim` has no record: waiters
     /// give up with an error instead of waiting forever.
     pub fn fail(&self, index: u32) {
-        debug_assert!(self.is_claimed(index), "fail without a claim");
+        assert!(self.is_claimed(index), "fail without a claim");
         self.claim_seqs[index as usize].store(CLAIM_FAILED, Ordering::Release);
     }
 
@@ -144,7 +144,7 @@ impl Inventory {
     /// (bounded) while the claimer is still appending. The item's bit must
     /// be set. Never call this while holding a lock a claimer may need.
     pub fn wait_claim_seq(&self, index: u32) -> Result<u64, ClaimWaitError> {
-        debug_assert!(self.is_claimed(index), "waiting for an unclaimed item");
+        assert!(self.is_claimed(index), "waiting for an unclaimed item");
         let slot = &self.claim_seqs[index as usize];
         let started = Instant::now();
         let mut round: u32 = 0;

@@ -107,7 +107,7 @@ impl Engine {
         code: CheckoutCode,
         now: DateTime<Utc>,
     ) -> Result<(Decided<PurchaseView>, ClaimWait), EngineError> {
-        debug_assert_eq!(stripe.open_code(slot), Some(code), "not the open cart");
+        assert_eq!(stripe.open_code(slot), Some(code), "not the open cart");
         let state = stripe.user_mut(slot);
         let items = self.claim_cart(&sale.inventory, state);
         let bought = indices_with(&items, ItemOutcome::Bought);
@@ -131,7 +131,7 @@ impl Engine {
             seq,
         };
         state.close_cart(stored);
-        debug_assert!(u32::from(state.purchased()) <= self.config.user_limit);
+        assert!(u32::from(state.purchased()) <= self.config.user_limit);
         let wait = ClaimWait::Items(indices_with(&items, ItemOutcome::SoldOut));
         let view = purchase_view(sale.id, state.id(), code, items);
         Ok((decided(Ok(view), seq), wait))

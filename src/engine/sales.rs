@@ -98,7 +98,7 @@ impl SaleTable {
             sales.active = active;
             let oldest_kept = id.hours_before(self.retained_hours);
             sales.by_id.retain(|&sale, _| sale >= oldest_kept);
-            debug_assert!(sales.by_id.contains_key(&id));
+            assert!(sales.by_id.contains_key(&id));
         }
         Arc::clone(&sales.active)
     }

@@ -159,15 +159,15 @@ impl UserState {
     /// Opens a cart whose code has `secret`, with its first item.
     pub fn open_cart(&mut self, secret: CodeSecret, index: u32) {
         assert_eq!(self.cart_len, 0, "one open cart per user per sale");
-        debug_assert!(self.purchase(secret).is_none(), "code secret reused");
+        assert!(self.purchase(secret).is_none(), "code secret reused");
         self.secret = secret;
         self.cart_push(index);
-        debug_assert_eq!(self.open_secret(), Some(secret));
+        assert_eq!(self.open_secret(), Some(secret));
     }
 
     /// Appends an item that is not in the open cart yet.
     pub fn cart_push(&mut self, index: u32) {
-        debug_assert!(!self.cart_contains(index), "item {index} twice in a cart");
+        assert!(!self.cart_contains(index), "item {index} twice in a cart");
         assert!(self.cart_len < u16::MAX, "cart bounded by the user limit");
         let position = self.cart_len();
         if position < CART_ITEMS_INLINE {
@@ -176,14 +176,14 @@ impl UserState {
             self.extra.push_cart_item(index);
         }
         self.cart_len += 1;
-        debug_assert_eq!(self.cart().count(), self.cart_len());
+        assert_eq!(self.cart().count(), self.cart_len());
     }
 
     /// Closes the open cart with the result of its purchase, counting the
     /// items it bought.
     pub fn close_cart(&mut self, purchase: StoredPurchase) {
-        debug_assert!(self.cart_len > 0, "closing a cart that is not open");
-        debug_assert_eq!(self.open_secret(), Some(purchase.secret));
+        assert!(self.cart_len > 0, "closing a cart that is not open");
+        assert_eq!(self.open_secret(), Some(purchase.secret));
         let bought = purchase.bought_count();
         self.purchased = self.purchased.saturating_add(bought);
         self.cart_len = 0;
@@ -294,7 +294,7 @@ impl UserStripe {
     /// Gives `user`, who has no slot, the next slot (`next_slot`, which
     /// must be `Some`) and returns it.
     pub fn push(&mut self, user: &str) -> u32 {
-        debug_assert!(self.find(user).is_none(), "user {user} has a slot");
+        assert!(self.find(user).is_none(), "user {user} has a slot");
         let Some(slot) = self.next_slot() else {
             unreachable!("stripe {} is full; next_slot says so first", self.number);
         };
@@ -317,7 +317,7 @@ impl UserStripe {
         } = self;
         let rehash = |&s: &u32| hasher.hash_one(slot_in(chunks, s).map_or("", UserState::id));
         index.insert_unique(hash, slot, rehash);
-        debug_assert_eq!(self.find(user), Some(slot));
+        assert_eq!(self.find(user), Some(slot));
         slot
     }
 
@@ -384,7 +384,7 @@ impl UserTable {
 
     /// Locks stripe `stripe` (`< USER_STRIPES`, as every locator's is).
     pub fn lock_stripe(&self, stripe: usize) -> MutexGuard<'_, UserStripe> {
-        debug_assert!(stripe < USER_STRIPES);
+        assert!(stripe < USER_STRIPES);
         self.stripes[stripe % USER_STRIPES].lock()
     }
 
@@ -400,7 +400,7 @@ impl UserTable {
     /// Gives back a place taken by `try_reserve_user` that was not used.
     pub fn release_user(&self) {
         let before = self.users_count.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(before > 0);
+        assert!(before > 0);
     }
 
     /// Takes a place without the bound (replay applies what was decided).
