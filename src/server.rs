@@ -108,12 +108,18 @@ fn sync_mode(args: &ServeArgs) -> SyncMode {
     SyncMode::Fdatasync
 }
 
-/// The log, and the engine recovered from it.
+/// The log, its journal, and the engine recovered from it.
+struct Recovered {
+    wal: Arc<Wal>,
+    journal: Arc<WalJournal>,
+    engine: Arc<Engine>,
+}
+
 fn recover_engine(
     args: &ServeArgs,
     storage: Arc<dyn Storage>,
     metrics: &Metrics,
-) -> Result<(Arc<Wal>, Arc<WalJournal>, Arc<Engine>), ServerError> {
+) -> Result<Recovered, ServerError> {
     let wal = open_wal(&args.store, sync_mode(args), storage, metrics)?;
     let journal = Arc::new(WalJournal::new(Arc::clone(&wal)));
     let clock = Arc::new(SystemClock {
@@ -127,7 +133,11 @@ fn recover_engine(
         audit = ?report.audited,
         "log replayed and audited"
     );
-    Ok((wal, journal, Arc::new(engine)))
+    Ok(Recovered {
+        wal,
+        journal,
+        engine: Arc::new(engine),
+    })
 }
 
 impl Application {
@@ -142,7 +152,11 @@ impl Application {
         storage: Arc<dyn Storage>,
     ) -> Result<Application, ServerError> {
         let metrics = Arc::new(Metrics::new().map_err(ServerError::Metrics)?);
-        let (wal, journal, engine) = recover_engine(&args, storage, &metrics)?;
+        let Recovered {
+            wal,
+            journal,
+            engine,
+        } = recover_engine(&args, storage, &metrics)?;
         let shutdown = Shutdown::new();
         let service = Arc::new(Service::new(
             engine,

@@ -20,7 +20,7 @@
 //! never change. The locator reveals roughly how many users a stripe held
 //! when the cart was opened; nothing else about other users.
 
-use super::outcome::{ItemOutcome, PurchaseItem};
+use super::outcome::PurchaseItem;
 use crate::domain::CheckoutCode;
 
 /// Bits of a code that name the slot in its stripe.
@@ -112,10 +112,7 @@ impl StoredPurchase {
     /// Items this purchase bought (saturating: a foreign log may claim
     /// more; the audit then refuses it).
     pub fn bought_count(&self) -> u16 {
-        let bought = self
-            .items
-            .iter()
-            .filter(|i| i.outcome == ItemOutcome::Bought);
+        let bought = self.items.iter().filter(|i| i.is_bought());
         u16::try_from(bought.count()).unwrap_or(u16::MAX)
     }
 }

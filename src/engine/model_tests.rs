@@ -191,6 +191,68 @@ impl Model {
     }
 }
 
+/// One checkout against the engine and the model, which must agree.
+fn check_checkout(
+    f: &Fixture,
+    model: &mut Model,
+    active: SaleId,
+    name: &str,
+    item: ItemId,
+) -> Result<(), TestCaseError> {
+    let expected = model.checkout(active, name, item);
+    let got = f.engine.checkout(&user(name), item).unwrap();
+    let got_items = got
+        .answer
+        .clone()
+        .map(|c| c.items.iter().map(|i| i.index).collect::<Vec<_>>());
+    prop_assert_eq!(&got_items, &expected, "checkout {:?} by {}", item, name);
+    let Ok(cart) = got.answer else {
+        return Ok(());
+    };
+    let model_sale = model.sales.entry(active).or_default();
+    let state = model_sale.users.entry(name.to_string()).or_default();
+    match &state.cart {
+        Some((code, _)) => prop_assert_eq!(*code, cart.code),
+        None => {
+            prop_assert!(!model.codes_seen.contains(&cart.code), "code reused");
+            model.codes_seen.push(cart.code);
+            model_sale.codes.insert(cart.code, (name.to_string(), None));
+        }
+    }
+    state.cart = Some((cart.code, expected.unwrap_or_default()));
+    Ok(())
+}
+
+/// One purchase against the engine and the model, which must agree.
+fn check_purchase(
+    f: &Fixture,
+    model: &mut Model,
+    active: SaleId,
+    code: CheckoutCode,
+) -> Result<(), TestCaseError> {
+    let expected = model.purchase(active, code);
+    let got = f.engine.purchase(code).unwrap();
+    let got_items = got.answer.clone().map(|v| (v.sale, v.items));
+    prop_assert_eq!(&got_items, &expected, "purchase of {}", code);
+    let Ok((sale_id, items)) = expected else {
+        return Ok(());
+    };
+    let sale = model.sales.get_mut(&sale_id).expect("found above");
+    let (name, stored) = sale.codes.get_mut(&code).expect("found above");
+    if stored.is_some() {
+        prop_assert!(got.wait_seq >= stored.as_ref().map_or(0, |s| s.1));
+        return Ok(());
+    }
+    *stored = Some((items.clone(), got.seq));
+    let state = sale.users.get_mut(name.as_str()).expect("cart owner");
+    for item in items.iter().filter(|i| i.is_bought()) {
+        sale.sold.insert(item.item_index, got.seq);
+        state.purchased += 1;
+    }
+    state.cart = None;
+    Ok(())
+}
+
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let f = Fixture::new(EngineConfig {
         items_per_sale: ITEMS,
@@ -208,30 +270,10 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 sale_hours,
                 index,
             } => {
-                let name = USERS[u];
                 let sale =
                     SaleId::containing(active.starts_at() + chrono::Duration::hours(sale_hours));
                 let item = ItemId { sale, index };
-                let expected = model.checkout(active, name, item);
-                let got = f.engine.checkout(&user(name), item).unwrap();
-                let got_items = got
-                    .answer
-                    .clone()
-                    .map(|c| c.items.iter().map(|i| i.index).collect::<Vec<_>>());
-                prop_assert_eq!(&got_items, &expected, "checkout {:?} by {}", item, name);
-                if let Ok(cart) = got.answer {
-                    let model_sale = model.sales.entry(active).or_default();
-                    let state = model_sale.users.entry(name.to_string()).or_default();
-                    match &state.cart {
-                        Some((code, _)) => prop_assert_eq!(*code, cart.code),
-                        None => {
-                            prop_assert!(!model.codes_seen.contains(&cart.code), "code reused");
-                            model.codes_seen.push(cart.code);
-                            model_sale.codes.insert(cart.code, (name.to_string(), None));
-                        }
-                    }
-                    state.cart = Some((cart.code, expected.unwrap_or_default()));
-                }
+                check_checkout(&f, &mut model, active, USERS[u], item)?;
             }
             Op::Purchase { pick } => {
                 let code = model
@@ -239,26 +281,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     .get(pick)
                     .copied()
                     .unwrap_or(CheckoutCode::from_u128(pick as u128));
-                let expected = model.purchase(active, code);
-                let got = f.engine.purchase(code).unwrap();
-                let got_items = got.answer.clone().map(|v| (v.sale, v.items));
-                prop_assert_eq!(&got_items, &expected, "purchase of {}", code);
-                let Ok((sale_id, items)) = expected else {
-                    continue;
-                };
-                let sale = model.sales.get_mut(&sale_id).expect("found above");
-                let (name, stored) = sale.codes.get_mut(&code).expect("found above");
-                if stored.is_some() {
-                    prop_assert!(got.wait_seq >= stored.as_ref().map_or(0, |s| s.1));
-                    continue;
-                }
-                *stored = Some((items.clone(), got.seq));
-                let state = sale.users.get_mut(name.as_str()).expect("cart owner");
-                for item in items.iter().filter(|i| i.outcome == ItemOutcome::Bought) {
-                    sale.sold.insert(item.item_index, got.seq);
-                    state.purchased += 1;
-                }
-                state.cart = None;
+                check_purchase(&f, &mut model, active, code)?;
             }
             Op::Advance { minutes } => f.clock.advance(chrono::Duration::minutes(minutes)),
         }
