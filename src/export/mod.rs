@@ -23,14 +23,14 @@
 //! write-ahead log), `rows` (records as rows),
 //! `copy` (binary COPY writer), `schema` (versioned migrations), `batch`
 //! (one batch = one transaction), `exporter` (the loop: cursor, backoff,
-//! status), `status` (status for `/health`, metrics), `run` (how `serve`
-//! and `export` start it).
+//! status), `status` (status for `/health`, metrics), `launch` (how
+//! `serve` and `export` start it and stop it).
 
 pub mod batch;
 pub mod copy;
 pub mod exporter;
+pub mod launch;
 pub mod rows;
-pub mod run;
 pub mod schema;
 pub mod source;
 pub mod status;
@@ -39,7 +39,7 @@ pub mod wal_source;
 use std::time::Duration;
 
 pub use exporter::{export_once, spawn_exporter, ExportReport};
-pub use run::{run_offline, start_in_server, RunningExporter};
+pub use launch::{run_offline, start_in_server, RunningExporter};
 pub use source::{MemorySource, RecordSource, SourceError};
 pub use status::{ExportState, ExportStatus, ExportStatusSnapshot};
 pub use wal_source::WalSource;

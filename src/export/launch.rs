@@ -1,4 +1,4 @@
-//! The exporter as the two commands start it: beside the HTTP server
+//! The exporter as the two commands launch it: beside the HTTP server
 //! (`flashsale serve --database-url`) and offline (`flashsale export`).
 //!
 //! This is the only part of `export` that knows the command-line settings
