@@ -25,7 +25,8 @@ use flashsale::journal::{
     self, CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseItem, PurchaseOutcome,
     PurchaseRecord, Record, Rejection,
 };
-use tokio::sync::watch;
+use flashsale::shutdown::Shutdown;
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 const ITEMS_PER_SALE: u32 = 50;
@@ -443,6 +444,40 @@ async fn assert_sales_and_items(client: &Client, records: &[Record]) {
     assert_eq!(row.get::<_, i32>(2), 7);
 }
 
+/// An exporter on its own task, with the `Shutdown` that stops it.
+struct Spawned {
+    handle: JoinHandle<()>,
+    status: ExportStatus,
+    shutdown: Shutdown,
+}
+
+impl Spawned {
+    fn start(config: ExportConfig, source: &MemorySource, registry: &prometheus::Registry) -> Self {
+        let shutdown = Shutdown::new();
+        let source = Box::new(source.clone());
+        let (handle, status) = spawn_exporter(config, source, registry, shutdown.clone()).unwrap();
+        Spawned {
+            handle,
+            status,
+            shutdown,
+        }
+    }
+
+    /// Begins the shutdown and waits until the exporter has stopped.
+    async fn stop(self) {
+        self.shutdown.begin();
+        self.handle.await.unwrap();
+    }
+
+    /// Kills the task wherever it is (as kill -9 would); returns the cursor
+    /// it had reached.
+    async fn abort(self) -> u64 {
+        self.handle.abort();
+        let _ = self.handle.await;
+        self.status.last_exported_seq()
+    }
+}
+
 async fn wait_until_exported(status: &ExportStatus, seq: u64, limit: Duration) {
     let started = Instant::now();
     while status.last_exported_seq() < seq {
@@ -521,10 +556,8 @@ async fn exactly_once_when_connections_are_terminated_mid_export() {
     };
     let mut generator = Generator::new(3);
     let source = MemorySource::new(generator.records(10_000));
-    let (shutdown_sender, shutdown) = watch::channel(false);
     let registry = prometheus::Registry::new();
-    let (handle, status) =
-        spawn_exporter(config, Box::new(source.clone()), &registry, shutdown).unwrap();
+    let exporter = Spawned::start(config, &source, &registry);
 
     // Records keep arriving while connections are killed.
     let killer = db.client().await;
@@ -548,9 +581,8 @@ async fn exactly_once_when_connections_are_terminated_mid_export() {
         tokio::time::sleep(Duration::from_millis(25 + (round % 4) * 10)).await;
     }
     let total = source.durable_seq();
-    wait_until_exported(&status, total, Duration::from_secs(120)).await;
-    shutdown_sender.send(true).unwrap();
-    handle.await.unwrap();
+    wait_until_exported(&exporter.status, total, Duration::from_secs(120)).await;
+    exporter.stop().await;
 
     assert!(
         terminated.load(Ordering::Relaxed) >= 10,
@@ -599,14 +631,8 @@ async fn exactly_once_when_a_batch_fails_after_copy_or_at_commit() {
     for record in &records[1_000..2_000] {
         source.push(record.clone());
     }
-    let (shutdown_sender, shutdown) = watch::channel(false);
-    let (handle, status) = spawn_exporter(
-        config(&db),
-        Box::new(source.clone()),
-        &prometheus::Registry::new(),
-        shutdown,
-    )
-    .unwrap();
+    let exporter = Spawned::start(config(&db), &source, &prometheus::Registry::new());
+    let status = exporter.status.clone();
     wait_for_state(&status, "failpoint before_cursor_update").await;
     assert_eq!(status.last_exported_seq(), 1_000);
     assert_eq!(status.lag_records(), 1_000);
@@ -631,8 +657,7 @@ async fn exactly_once_when_a_batch_fails_after_copy_or_at_commit() {
         source.push(record.clone());
     }
     wait_until_exported(&status, 3_000, Duration::from_secs(60)).await;
-    shutdown_sender.send(true).unwrap();
-    handle.await.unwrap();
+    exporter.stop().await;
     assert_tables_match(&client, &records).await;
     assert_eq!(status.snapshot().state, "running");
 }
@@ -675,18 +700,9 @@ async fn restarted_exporter_resumes_from_the_cursor() {
     };
     let mut cursors = Vec::new();
     for attempt in 0..8u64 {
-        let (_keep, shutdown) = watch::channel(false);
-        let (handle, status) = spawn_exporter(
-            config.clone(),
-            Box::new(source.clone()),
-            &prometheus::Registry::new(),
-            shutdown,
-        )
-        .unwrap();
+        let exporter = Spawned::start(config.clone(), &source, &prometheus::Registry::new());
         tokio::time::sleep(Duration::from_millis(40 + attempt * 17)).await;
-        handle.abort();
-        let _ = handle.await;
-        cursors.push(status.last_exported_seq());
+        cursors.push(exporter.abort().await);
     }
     // An exporter aborted before it read the cursor (a slow connect on a
     // busy machine) reports 0: it knows nothing. Every one that read it
@@ -705,23 +721,15 @@ async fn offline_export_gives_the_same_tables_as_the_running_exporter() {
     let (live_db, offline_db) = (TestDatabase::create().await, TestDatabase::create().await);
     let mut generator = Generator::new(6);
     let source = MemorySource::default();
-    let (shutdown_sender, shutdown) = watch::channel(false);
-    let (handle, status) = spawn_exporter(
-        config(&live_db),
-        Box::new(source.clone()),
-        &prometheus::Registry::new(),
-        shutdown,
-    )
-    .unwrap();
+    let exporter = Spawned::start(config(&live_db), &source, &prometheus::Registry::new());
     for _ in 0..20 {
         for record in generator.records(250) {
             source.push(record);
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    wait_until_exported(&status, 5_000, Duration::from_secs(60)).await;
-    shutdown_sender.send(true).unwrap();
-    handle.await.unwrap();
+    wait_until_exported(&exporter.status, 5_000, Duration::from_secs(60)).await;
+    exporter.stop().await;
     let offline_config = ExportConfig {
         batch_records_max: 1_234,
         ..config(&offline_db)
@@ -828,10 +836,8 @@ async fn unreachable_postgres_is_retried_and_the_lag_grows() {
         ..ExportConfig::new("")
     };
     let source = MemorySource::new(Generator::new(9).records(10));
-    let (shutdown_sender, shutdown) = watch::channel(false);
-    let registry = prometheus::Registry::new();
-    let (handle, status) =
-        spawn_exporter(config, Box::new(source.clone()), &registry, shutdown).unwrap();
+    let exporter = Spawned::start(config, &source, &prometheus::Registry::new());
+    let status = exporter.status.clone();
     wait_for_state(&status, "").await;
     for record in Generator::new(10).records(5) {
         source.push(record);
@@ -848,8 +854,7 @@ async fn unreachable_postgres_is_retried_and_the_lag_grows() {
     assert_eq!(status.last_exported_seq(), 0);
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["state"], "retrying");
-    shutdown_sender.send(true).unwrap();
-    handle.await.unwrap();
+    exporter.stop().await;
 }
 
 /// The real log as the source: what the server appends is what analysts get.

@@ -13,7 +13,10 @@ use crate::journal::{CodecError, Record};
 
 /// Why records could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
+    /// The storage under the source failed (for `WalSource`, a
+    /// `flashsale_wal::WalError`).
     #[error("cannot read the log: {0}")]
     Read(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("log record {seq} cannot be decoded: {source}")]

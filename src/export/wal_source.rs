@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use flashsale_wal::{Wal, WalReader};
+use flashsale_wal::{Wal, WalError, WalReader};
 
 use crate::export::source::{RecordSource, SourceError};
 use crate::journal::{self, Record};
@@ -33,11 +33,7 @@ impl WalSource {
         let positioned = matches!(&self.reader, Some(reader) if reader.next_seq() == next_seq);
         if !positioned {
             self.reader = None;
-            let reader = self
-                .wal
-                .read_from(next_seq)
-                .map_err(|error| SourceError::Read(Box::new(error)))?;
-            self.reader = Some(reader);
+            self.reader = Some(self.wal.read_from(next_seq)?);
         }
         match self.reader.as_mut() {
             Some(reader) => Ok(reader),
@@ -53,10 +49,7 @@ impl WalSource {
     ) -> Result<(), SourceError> {
         let reader = self.reader_at(after_seq + 1)?;
         while batch.len() < records_max {
-            let next = reader
-                .next_record()
-                .map_err(|error| SourceError::Read(Box::new(error)))?;
-            let Some((seq, payload)) = next else {
+            let Some((seq, payload)) = reader.next_record()? else {
                 break;
             };
             let record =
@@ -64,6 +57,12 @@ impl WalSource {
             batch.push((seq, record));
         }
         Ok(())
+    }
+}
+
+impl From<WalError> for SourceError {
+    fn from(error: WalError) -> SourceError {
+        SourceError::Read(Box::new(error))
     }
 }
 
