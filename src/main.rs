@@ -62,7 +62,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .run_until_stopped()
                 .await
         }
-        Command::Export(args) => flashsale::export::run_offline(args).await,
+        Command::Export(args) => Ok(flashsale::export::run_offline(args).await?),
     }
 }
 

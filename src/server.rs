@@ -26,6 +26,7 @@ pub struct Application {
     port: u16,
     service: Arc<Service>,
     exporter: Option<crate::export::RunningExporter>,
+    shutdown: crate::shutdown::Shutdown,
 }
 
 /// The engine's settings from the command line.
@@ -91,12 +92,14 @@ impl Application {
             metrics.clone(),
             args.write_requests_in_flight_max as usize,
         ));
+        let shutdown = crate::shutdown::Shutdown::new();
         let exporter = match &args.database_url {
             Some(url) => Some(crate::export::start_in_server(
                 url,
                 &args,
                 wal.clone(),
                 &metrics.registry,
+                shutdown.clone(),
             )?),
             None => None,
         };
@@ -117,6 +120,7 @@ impl Application {
             port,
             service,
             exporter,
+            shutdown,
         })
     }
 
@@ -136,7 +140,8 @@ impl Application {
         });
         self.server.await.context("HTTP server failed")?;
         if let Some(exporter) = self.exporter {
-            exporter.stop().await;
+            self.shutdown.begin();
+            exporter.join().await;
         }
         let wal = self.service.wal();
         wal.close();
