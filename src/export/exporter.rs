@@ -349,17 +349,10 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{PurchaseOutcome, PurchaseRecord, Rejection};
+    use crate::export::source::unknown_code_purchase;
 
     fn records(seqs: &[u64]) -> Vec<(u64, Record)> {
-        let record = Record::Purchase(PurchaseRecord {
-            at_unix_ms: 0,
-            sale_id: None,
-            user_id: None,
-            code: 1,
-            outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
-            items: vec![],
-        });
+        let record = unknown_code_purchase(1);
         seqs.iter().map(|seq| (*seq, record.clone())).collect()
     }
 

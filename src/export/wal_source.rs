@@ -89,19 +89,8 @@ impl RecordSource for WalSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{PurchaseOutcome, PurchaseRecord, Rejection};
+    use crate::export::source::unknown_code_purchase as record;
     use flashsale_wal::WalConfig;
-
-    fn record(code: u128) -> Record {
-        Record::Purchase(PurchaseRecord {
-            at_unix_ms: 1_795_291_200_000,
-            sale_id: None,
-            user_id: None,
-            code,
-            outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
-            items: vec![],
-        })
-    }
 
     #[test]
     fn reads_decoded_records_in_order_and_repositions() {
