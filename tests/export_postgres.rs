@@ -71,6 +71,14 @@ impl Generator {
     }
 
     fn record(&mut self) -> Record {
+        let draw = self.draw();
+        match draw.r % 12 {
+            0..=7 => draw.checkout(),
+            _ => draw.purchase(),
+        }
+    }
+
+    fn draw(&mut self) -> Draw {
         self.seq += 1;
         let r = self.next_u64();
         let sale = if self.seq % 1000 < 700 {
@@ -82,10 +90,43 @@ impl Generator {
             .unwrap()
             .starts_at()
             .timestamp_millis();
-        let at_unix_ms = sale_start_ms + (self.seq % 3_000_000) as i64;
-        let user = format!("user-{}", r % 40);
-        let index = (r >> 8) as u32 % ITEMS_PER_SALE;
-        let code = u128::from(r) << 64 | u128::from(self.seq);
+        Draw {
+            r,
+            at_unix_ms: sale_start_ms + (self.seq % 3_000_000) as i64,
+            sale,
+            user: format!("user-{}", r % 40),
+            index: (r >> 8) as u32 % ITEMS_PER_SALE,
+            code: u128::from(r) << 64 | u128::from(self.seq),
+        }
+    }
+
+    fn records(&mut self, count: usize) -> Vec<Record> {
+        (0..count).map(|_| self.record()).collect()
+    }
+}
+
+/// What one record draws from the generator, whatever its variant; `r % 12`
+/// picks the variant.
+struct Draw {
+    r: u64,
+    at_unix_ms: i64,
+    sale: u32,
+    user: String,
+    index: u32,
+    code: u128,
+}
+
+impl Draw {
+    /// Variants 0 to 7: checkouts of every outcome.
+    fn checkout(self) -> Record {
+        let Draw {
+            r,
+            at_unix_ms,
+            sale,
+            user,
+            index,
+            code,
+        } = self;
         match r % 12 {
             0..=3 => checkout(at_unix_ms, sale, user, index, Some(code), {
                 CheckoutOutcome::Added {
@@ -112,7 +153,7 @@ impl Generator {
             6 => checkout(at_unix_ms, 1999010100, user, 5, None, {
                 CheckoutOutcome::Rejected(Rejection::SaleNotActive)
             }),
-            7 => {
+            _ => {
                 let rejection = [
                     Rejection::ItemSoldOut,
                     Rejection::SaleSoldOut,
@@ -122,43 +163,34 @@ impl Generator {
                     CheckoutOutcome::Rejected(rejection)
                 })
             }
-            8 | 9 => purchase(
-                at_unix_ms,
-                Some(sale),
-                user,
-                code,
-                PurchaseOutcome::Completed,
-                r,
-            ),
-            10 => purchase(
-                at_unix_ms,
-                Some(sale),
-                user,
-                code,
-                PurchaseOutcome::Replayed,
-                r,
-            ),
-            _ if r.is_multiple_of(2) => purchase(
-                at_unix_ms,
-                Some(sale),
-                user,
-                code,
-                PurchaseOutcome::Rejected(Rejection::SaleNotActive),
-                r,
-            ),
-            _ => Record::Purchase(PurchaseRecord {
-                at_unix_ms,
-                sale_id: None,
-                user_id: None,
-                code,
-                outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
-                items: vec![],
-            }),
         }
     }
 
-    fn records(&mut self, count: usize) -> Vec<Record> {
-        (0..count).map(|_| self.record()).collect()
+    /// Variants 8 to 11: purchases of every outcome, one of an unknown code.
+    fn purchase(self) -> Record {
+        let outcome = match self.r % 12 {
+            8 | 9 => PurchaseOutcome::Completed,
+            10 => PurchaseOutcome::Replayed,
+            _ if self.r.is_multiple_of(2) => PurchaseOutcome::Rejected(Rejection::SaleNotActive),
+            _ => {
+                return Record::Purchase(PurchaseRecord {
+                    at_unix_ms: self.at_unix_ms,
+                    sale_id: None,
+                    user_id: None,
+                    code: self.code,
+                    outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
+                    items: vec![],
+                })
+            }
+        };
+        purchase(
+            self.at_unix_ms,
+            Some(self.sale),
+            self.user,
+            self.code,
+            outcome,
+            self.r,
+        )
     }
 }
 
