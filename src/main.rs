@@ -57,11 +57,14 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
+            // Listening for signals before the start, so that one sent
+            // while the server starts stops it gracefully.
+            let stop = flashsale::shutdown::signal();
             let application = flashsale::server::Application::build(args).await?;
-            application.run(flashsale::shutdown::signal()).await?;
+            application.run(stop).await?;
             Ok(())
         }
-        Command::Export(args) => flashsale::export::run_offline(args).await,
+        Command::Export(args) => Ok(flashsale::export::run_offline(args).await?),
     }
 }
 

@@ -12,12 +12,45 @@ fn start(dir: &tempfile::TempDir, extra: &[&str]) -> Server {
     Server::start(dir.path(), &args)
 }
 
+/// POSTs `path` and checks the answer is the contract's error `code` with
+/// HTTP `status`; returns the body.
+async fn post_refused(server: &Server, path: &str, status: u16, code: &str) -> serde_json::Value {
+    let (found, body) = server.post(path).await;
+    assert_eq!(
+        (found, body["error"].as_str()),
+        (status, Some(code)),
+        "POST {path}: {body}"
+    );
+    body
+}
+
+/// Sends `method path` and checks the contract's error shape: `status`,
+/// a request id, the error `code` and a message.
+async fn assert_error_answer(server: &Server, method: &str, path: &str, status: u16, code: &str) {
+    let request = server
+        .client
+        .request(method.parse().unwrap(), server.url(path));
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), status, "{method} {path}");
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], code, "{method} {path}: {body}");
+    assert!(!body["message"].as_str().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn checkout_and_purchase_follow_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(&dir, &["--items-per-sale", "100", "--user-limit", "3"]);
     let sale = server.active_sale_id().await;
+    let code = fill_alices_cart(&server, &sale).await;
+    alice_buys_what_bob_left(&server, &sale, &code).await;
+    sold_items_and_a_spent_limit_are_refused(&server, &sale, &code).await;
+    sale_and_item_pages_count_the_sold_items(&server, &sale).await;
+}
 
+/// Alice's cart grows to the user limit of 3 under one code; returns it.
+async fn fill_alices_cart(server: &Server, sale: &str) -> String {
     let (status, cart) = server
         .post(&format!("/checkout?user_id=alice&id={sale}-1"))
         .await;
@@ -27,7 +60,7 @@ async fn checkout_and_purchase_follow_the_contract() {
     assert!(code
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-    assert_eq!(cart["sale_id"], sale.as_str());
+    assert_eq!(cart["sale_id"], sale);
     assert_eq!(cart["user_id"], "alice");
     assert_eq!(cart["items"], serde_json::json!([format!("{sale}-1")]));
     assert_eq!(cart["items_count"], 1);
@@ -47,13 +80,8 @@ async fn checkout_and_purchase_follow_the_contract() {
         .post(&format!("/checkout?user_id=alice&id={sale}-3"))
         .await;
     assert_eq!(full["items_count"], 3);
-    let (status, error) = server
-        .post(&format!("/checkout?user_id=alice&id={sale}-4"))
-        .await;
-    assert_eq!(
-        (status, error["error"].as_str()),
-        (409, Some("user_limit_reached"))
-    );
+    let path = format!("/checkout?user_id=alice&id={sale}-4");
+    post_refused(server, &path, 409, "user_limit_reached").await;
     let (status, _) = server
         .post(&format!("/checkout?user_id=alice&id={sale}-3"))
         .await;
@@ -61,8 +89,12 @@ async fn checkout_and_purchase_follow_the_contract() {
         status, 200,
         "an item already in a full cart still answers 200"
     );
+    code
+}
 
-    // Bob buys item 2 first: alice's purchase reports it sold out.
+/// Bob buys item 2 first: alice's purchase reports it sold out, and the
+/// same purchase again gives the same answer.
+async fn alice_buys_what_bob_left(server: &Server, sale: &str, code: &str) {
     let (_, bob) = server
         .post(&format!("/checkout?user_id=bob&id={sale}-2"))
         .await;
@@ -76,7 +108,7 @@ async fn checkout_and_purchase_follow_the_contract() {
     let (status, receipt) = server.post(&format!("/purchase?code={code}")).await;
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(receipt["success"], true);
-    assert_eq!(receipt["code"], code.as_str());
+    assert_eq!(receipt["code"], code);
     assert_eq!(receipt["user_id"], "alice");
     assert_eq!(receipt["total_purchased"], 2);
     assert_eq!(receipt["failed_count"], 1);
@@ -96,35 +128,29 @@ async fn checkout_and_purchase_follow_the_contract() {
     let (status, repeat) = server.post(&format!("/purchase?code={code}")).await;
     assert_eq!(status, 200);
     assert_eq!(repeat, receipt);
+}
 
-    // Sold items: item and sale state.
-    let (status, error) = server
-        .post(&format!("/checkout?user_id=carol&id={sale}-1"))
-        .await;
-    assert_eq!(
-        (status, error["error"].as_str()),
-        (409, Some("item_sold_out")),
-        "{error}"
-    );
+/// A sold item is refused to others; alice, having bought 2 of 3, gets a
+/// new cart with room for one item.
+async fn sold_items_and_a_spent_limit_are_refused(server: &Server, sale: &str, code: &str) {
+    let path = format!("/checkout?user_id=carol&id={sale}-1");
+    let error = post_refused(server, &path, 409, "item_sold_out").await;
     assert!(error["message"]
         .as_str()
         .unwrap()
         .contains(&format!("{sale}-1")));
 
-    // Alice bought 2 of 3: a new cart, with room for one item.
     let (status, next) = server
         .post(&format!("/checkout?user_id=alice&id={sale}-10"))
         .await;
     assert_eq!(status, 200);
-    assert_ne!(next["code"], code.as_str());
-    let (status, error) = server
-        .post(&format!("/checkout?user_id=alice&id={sale}-11"))
-        .await;
-    assert_eq!(
-        (status, error["error"].as_str()),
-        (409, Some("user_limit_reached"))
-    );
+    assert_ne!(next["code"], code);
+    let path = format!("/checkout?user_id=alice&id={sale}-11");
+    post_refused(server, &path, 409, "user_limit_reached").await;
+}
 
+/// The sale and its item pages show the 3 items sold of 100.
+async fn sale_and_item_pages_count_the_sold_items(server: &Server, sale: &str) {
     let (status, sale_body) = server.get("/sales/active").await;
     assert_eq!(status, 200);
     assert_eq!(sale_body["total_items"], 100);
@@ -160,126 +186,80 @@ async fn checkout_and_purchase_follow_the_contract() {
         .all(|i| i["sold"] == false));
 }
 
+/// A server whose sale has 10 items: `{sale}-10` does not exist.
+fn start_ten_items(dir: &tempfile::TempDir) -> Server {
+    start(dir, &["--items-per-sale", "10"])
+}
+
 #[tokio::test]
-async fn every_error_has_the_contract_shape() {
+async fn malformed_requests_are_invalid_request() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir, &["--items-per-sale", "10"]);
+    let server = start_ten_items(&dir);
     let sale = server.active_sale_id().await;
     let long_user = "u".repeat(65);
-    let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("POST", "/checkout?id=x".into(), 400, "invalid_request"),
-        (
-            "POST",
-            format!("/checkout?user_id=&id={sale}-1"),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            format!("/checkout?user_id={long_user}&id={sale}-1"),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            format!("/checkout?user_id=a%20b&id={sale}-1"),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            format!("/checkout?user_id=a%ZZ&id={sale}-1"),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            "/checkout?user_id=a&id=nonsense".into(),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            format!("/checkout?user_id=a&id={sale}-01"),
-            400,
-            "invalid_request",
-        ),
+    let posts = [
+        "/checkout?id=x".to_string(),
+        format!("/checkout?user_id=&id={sale}-1"),
+        format!("/checkout?user_id={long_user}&id={sale}-1"),
+        format!("/checkout?user_id=a%20b&id={sale}-1"),
+        format!("/checkout?user_id=a%ZZ&id={sale}-1"),
+        "/checkout?user_id=a&id=nonsense".to_string(),
+        format!("/checkout?user_id=a&id={sale}-01"),
+        "/purchase".to_string(),
+        "/purchase?code=short".to_string(),
+    ];
+    let gets = [
+        "/sales/notasale".to_string(),
+        format!("/sales/{sale}/items?limit=0"),
+        format!("/sales/{sale}/items?limit=1001"),
+        format!("/sales/{sale}/items?offset=-1"),
+        format!("/sales/{sale}/items?available=maybe"),
+    ];
+    let requests = posts.iter().map(|path| ("POST", path));
+    for (method, path) in requests.chain(gets.iter().map(|path| ("GET", path))) {
+        assert_error_answer(&server, method, path, 400, "invalid_request").await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_items_codes_sales_and_routes_are_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_ten_items(&dir);
+    let sale = server.active_sale_id().await;
+    let cases = [
         (
             "POST",
             format!("/checkout?user_id=a&id={sale}-10"),
-            404,
             "item_not_found",
         ),
         (
             "POST",
             "/checkout?user_id=a&id=2001010100-1".into(),
-            404,
             "item_not_found",
-        ),
-        ("POST", "/purchase".into(), 400, "invalid_request"),
-        (
-            "POST",
-            "/purchase?code=short".into(),
-            400,
-            "invalid_request",
         ),
         (
             "POST",
             format!("/purchase?code={}", "0".repeat(32)),
-            404,
             "checkout_not_found",
         ),
-        (
-            "GET",
-            "/checkout?user_id=a&id=x".into(),
-            405,
-            "method_not_allowed",
-        ),
-        ("DELETE", "/sales/active".into(), 405, "method_not_allowed"),
-        ("GET", "/nowhere".into(), 404, "not_found"),
-        ("GET", "/sales/2001010100".into(), 404, "sale_not_found"),
-        ("GET", "/sales/notasale".into(), 400, "invalid_request"),
-        (
-            "GET",
-            format!("/sales/{sale}/items?limit=0"),
-            400,
-            "invalid_request",
-        ),
-        (
-            "GET",
-            format!("/sales/{sale}/items?limit=1001"),
-            400,
-            "invalid_request",
-        ),
-        (
-            "GET",
-            format!("/sales/{sale}/items?offset=-1"),
-            400,
-            "invalid_request",
-        ),
-        (
-            "GET",
-            format!("/sales/{sale}/items?available=maybe"),
-            400,
-            "invalid_request",
-        ),
-        (
-            "GET",
-            "/sales/2001010100/items".into(),
-            404,
-            "sale_not_found",
-        ),
+        ("GET", "/nowhere".into(), "not_found"),
+        ("GET", "/sales/2001010100".into(), "sale_not_found"),
+        ("GET", "/sales/2001010100/items".into(), "sale_not_found"),
     ];
-    for (method, path, status, code) in cases {
-        let request = server
-            .client
-            .request(method.parse().unwrap(), server.url(&path));
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status().as_u16(), status, "{method} {path}");
-        assert!(response.headers().contains_key("x-request-id"));
-        let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["error"], code, "{method} {path}: {body}");
-        assert!(!body["message"].as_str().unwrap().is_empty());
+    for (method, path, code) in cases {
+        assert_error_answer(&server, method, &path, 404, code).await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_methods_are_method_not_allowed_and_big_bodies_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_ten_items(&dir);
+    for (method, path) in [
+        ("GET", "/checkout?user_id=a&id=x"),
+        ("DELETE", "/sales/active"),
+    ] {
+        assert_error_answer(&server, method, path, 405, "method_not_allowed").await;
     }
 
     let big_body = vec![b'x'; 64 * 1024];
@@ -293,8 +273,14 @@ async fn every_error_has_the_contract_shape() {
     assert_eq!(response.status().as_u16(), 413);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large");
+}
 
-    // Sell out the whole sale: the next checkout reports the sale sold out.
+/// Sell out the whole sale: the next checkout reports the sale sold out.
+#[tokio::test]
+async fn a_sold_out_sale_refuses_checkouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_ten_items(&dir);
+    let sale = server.active_sale_id().await;
     for n in 0..10 {
         let (_, cart) = server
             .post(&format!("/checkout?user_id=buyer{n}&id={sale}-{n}"))
@@ -307,14 +293,8 @@ async fn every_error_has_the_contract_shape() {
             .await;
         assert_eq!(status, 200);
     }
-    let (status, error) = server
-        .post(&format!("/checkout?user_id=late&id={sale}-3"))
-        .await;
-    assert_eq!(
-        (status, error["error"].as_str()),
-        (409, Some("sale_sold_out")),
-        "{error}"
-    );
+    let path = format!("/checkout?user_id=late&id={sale}-3");
+    post_refused(&server, &path, 409, "sale_sold_out").await;
 }
 
 #[tokio::test]
@@ -380,20 +360,10 @@ async fn a_cart_of_an_ended_sale_cannot_be_bought() {
     let later = (offset + 3600).to_string();
     let server = Server::start(dir.path(), &["--clock-offset-seconds", &later]);
     assert_ne!(server.active_sale_id().await, sale);
-    let (status, error) = server.post(&format!("/purchase?code={code}")).await;
-    assert_eq!(
-        (status, error["error"].as_str()),
-        (409, Some("sale_not_active")),
-        "{error}"
-    );
-    let (status, error) = server
-        .post(&format!("/checkout?user_id=slow&id={sale}-2"))
-        .await;
-    assert_eq!(
-        (status, error["error"].as_str()),
-        (409, Some("sale_not_active")),
-        "{error}"
-    );
+    let purchase = format!("/purchase?code={code}");
+    post_refused(&server, &purchase, 409, "sale_not_active").await;
+    let checkout = format!("/checkout?user_id=slow&id={sale}-2");
+    post_refused(&server, &checkout, 409, "sale_not_active").await;
     let (status, past) = server.get(&format!("/sales/{sale}")).await;
     assert_eq!(status, 200);
     assert_eq!(past["items_sold"], 0);

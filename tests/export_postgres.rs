@@ -26,7 +26,8 @@ use flashsale::export::{
     RecordSource, SourceError, WalSource,
 };
 use flashsale::journal;
-use tokio::sync::watch;
+use flashsale::shutdown::Shutdown;
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 const ITEMS_PER_SALE: u32 = 50;
@@ -71,6 +72,14 @@ impl Generator {
     }
 
     fn record(&mut self) -> Record {
+        let draw = self.draw();
+        match draw.r % 12 {
+            0..=7 => draw.checkout(),
+            _ => draw.purchase(),
+        }
+    }
+
+    fn draw(&mut self) -> Draw {
         self.seq += 1;
         let r = self.next_u64();
         let sale = if self.seq % 1000 < 700 {
@@ -82,10 +91,43 @@ impl Generator {
             .unwrap()
             .starts_at()
             .timestamp_millis();
-        let at_unix_ms = sale_start_ms + (self.seq % 3_000_000) as i64;
-        let user = format!("user-{}", r % 40);
-        let index = (r >> 8) as u32 % ITEMS_PER_SALE;
-        let code = u128::from(r) << 64 | u128::from(self.seq);
+        Draw {
+            r,
+            at_unix_ms: sale_start_ms + (self.seq % 3_000_000) as i64,
+            sale,
+            user: format!("user-{}", r % 40),
+            index: (r >> 8) as u32 % ITEMS_PER_SALE,
+            code: u128::from(r) << 64 | u128::from(self.seq),
+        }
+    }
+
+    fn records(&mut self, count: usize) -> Vec<Record> {
+        (0..count).map(|_| self.record()).collect()
+    }
+}
+
+/// What one record draws from the generator, whatever its variant; `r % 12`
+/// picks the variant.
+struct Draw {
+    r: u64,
+    at_unix_ms: i64,
+    sale: u32,
+    user: String,
+    index: u32,
+    code: u128,
+}
+
+impl Draw {
+    /// Variants 0 to 7: checkouts of every outcome.
+    fn checkout(self) -> Record {
+        let Draw {
+            r,
+            at_unix_ms,
+            sale,
+            user,
+            index,
+            code,
+        } = self;
         match r % 12 {
             0..=3 => checkout(at_unix_ms, sale, user, index, Some(code), {
                 CheckoutOutcome::Added {
@@ -112,7 +154,7 @@ impl Generator {
             6 => checkout(at_unix_ms, 1999010100, user, 5, None, {
                 CheckoutOutcome::Rejected(Rejection::SaleNotActive)
             }),
-            7 => {
+            _ => {
                 let rejection = [
                     Rejection::ItemSoldOut,
                     Rejection::SaleSoldOut,
@@ -122,43 +164,34 @@ impl Generator {
                     CheckoutOutcome::Rejected(rejection)
                 })
             }
-            8 | 9 => purchase(
-                at_unix_ms,
-                Some(sale),
-                user,
-                code,
-                PurchaseOutcome::Completed,
-                r,
-            ),
-            10 => purchase(
-                at_unix_ms,
-                Some(sale),
-                user,
-                code,
-                PurchaseOutcome::Replayed,
-                r,
-            ),
-            _ if r.is_multiple_of(2) => purchase(
-                at_unix_ms,
-                Some(sale),
-                user,
-                code,
-                PurchaseOutcome::Rejected(Rejection::SaleNotActive),
-                r,
-            ),
-            _ => Record::Purchase(PurchaseRecord {
-                at_unix_ms,
-                sale_id: None,
-                user_id: None,
-                code,
-                outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
-                items: vec![],
-            }),
         }
     }
 
-    fn records(&mut self, count: usize) -> Vec<Record> {
-        (0..count).map(|_| self.record()).collect()
+    /// Variants 8 to 11: purchases of every outcome, one of an unknown code.
+    fn purchase(self) -> Record {
+        let outcome = match self.r % 12 {
+            8 | 9 => PurchaseOutcome::Completed,
+            10 => PurchaseOutcome::Replayed,
+            _ if self.r.is_multiple_of(2) => PurchaseOutcome::Rejected(Rejection::SaleNotActive),
+            _ => {
+                return Record::Purchase(PurchaseRecord {
+                    at_unix_ms: self.at_unix_ms,
+                    sale_id: None,
+                    user_id: None,
+                    code: self.code,
+                    outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
+                    items: vec![],
+                })
+            }
+        };
+        purchase(
+            self.at_unix_ms,
+            Some(self.sale),
+            self.user,
+            self.code,
+            outcome,
+            self.r,
+        )
     }
 }
 
@@ -444,6 +477,40 @@ async fn assert_sales_and_items(client: &Client, records: &[Record]) {
     assert_eq!(row.get::<_, i32>(2), 7);
 }
 
+/// An exporter on its own task, with the `Shutdown` that stops it.
+struct Spawned {
+    handle: JoinHandle<()>,
+    status: ExportStatus,
+    shutdown: Shutdown,
+}
+
+impl Spawned {
+    fn start(config: ExportConfig, source: &MemorySource, registry: &prometheus::Registry) -> Self {
+        let shutdown = Shutdown::new();
+        let source = Box::new(source.clone());
+        let (handle, status) = spawn_exporter(config, source, registry, shutdown.clone()).unwrap();
+        Spawned {
+            handle,
+            status,
+            shutdown,
+        }
+    }
+
+    /// Begins the shutdown and waits until the exporter has stopped.
+    async fn stop(self) {
+        self.shutdown.begin();
+        self.handle.await.unwrap();
+    }
+
+    /// Kills the task wherever it is (as kill -9 would); returns the cursor
+    /// it had reached.
+    async fn abort(self) -> u64 {
+        self.handle.abort();
+        let _ = self.handle.await;
+        self.status.last_exported_seq()
+    }
+}
+
 async fn wait_until_exported(status: &ExportStatus, seq: u64, limit: Duration) {
     let started = Instant::now();
     while status.last_exported_seq() < seq {
@@ -522,10 +589,8 @@ async fn exactly_once_when_connections_are_terminated_mid_export() {
     };
     let mut generator = Generator::new(3);
     let source = MemorySource::new(generator.records(10_000));
-    let (shutdown_sender, shutdown) = watch::channel(false);
     let registry = prometheus::Registry::new();
-    let (handle, status) =
-        spawn_exporter(config, Box::new(source.clone()), &registry, shutdown).unwrap();
+    let exporter = Spawned::start(config, &source, &registry);
 
     // Records keep arriving while connections are killed.
     let killer = db.client().await;
@@ -549,9 +614,8 @@ async fn exactly_once_when_connections_are_terminated_mid_export() {
         tokio::time::sleep(Duration::from_millis(25 + (round % 4) * 10)).await;
     }
     let total = source.durable_seq();
-    wait_until_exported(&status, total, Duration::from_secs(120)).await;
-    shutdown_sender.send(true).unwrap();
-    handle.await.unwrap();
+    wait_until_exported(&exporter.status, total, Duration::from_secs(120)).await;
+    exporter.stop().await;
 
     assert!(
         terminated.load(Ordering::Relaxed) >= 10,
@@ -600,14 +664,8 @@ async fn exactly_once_when_a_batch_fails_after_copy_or_at_commit() {
     for record in &records[1_000..2_000] {
         source.push(record.clone());
     }
-    let (shutdown_sender, shutdown) = watch::channel(false);
-    let (handle, status) = spawn_exporter(
-        config(&db),
-        Box::new(source.clone()),
-        &prometheus::Registry::new(),
-        shutdown,
-    )
-    .unwrap();
+    let exporter = Spawned::start(config(&db), &source, &prometheus::Registry::new());
+    let status = exporter.status.clone();
     wait_for_state(&status, "failpoint before_cursor_update").await;
     assert_eq!(status.last_exported_seq(), 1_000);
     assert_eq!(status.lag_records(), 1_000);
@@ -632,8 +690,7 @@ async fn exactly_once_when_a_batch_fails_after_copy_or_at_commit() {
         source.push(record.clone());
     }
     wait_until_exported(&status, 3_000, Duration::from_secs(60)).await;
-    shutdown_sender.send(true).unwrap();
-    handle.await.unwrap();
+    exporter.stop().await;
     assert_tables_match(&client, &records).await;
     assert_eq!(status.snapshot().state, "running");
 }
@@ -676,18 +733,9 @@ async fn restarted_exporter_resumes_from_the_cursor() {
     };
     let mut cursors = Vec::new();
     for attempt in 0..8u64 {
-        let (_keep, shutdown) = watch::channel(false);
-        let (handle, status) = spawn_exporter(
-            config.clone(),
-            Box::new(source.clone()),
-            &prometheus::Registry::new(),
-            shutdown,
-        )
-        .unwrap();
+        let exporter = Spawned::start(config.clone(), &source, &prometheus::Registry::new());
         tokio::time::sleep(Duration::from_millis(40 + attempt * 17)).await;
-        handle.abort();
-        let _ = handle.await;
-        cursors.push(status.last_exported_seq());
+        cursors.push(exporter.abort().await);
     }
     // An exporter aborted before it read the cursor (a slow connect on a
     // busy machine) reports 0: it knows nothing. Every one that read it
@@ -706,23 +754,15 @@ async fn offline_export_gives_the_same_tables_as_the_running_exporter() {
     let (live_db, offline_db) = (TestDatabase::create().await, TestDatabase::create().await);
     let mut generator = Generator::new(6);
     let source = MemorySource::default();
-    let (shutdown_sender, shutdown) = watch::channel(false);
-    let (handle, status) = spawn_exporter(
-        config(&live_db),
-        Box::new(source.clone()),
-        &prometheus::Registry::new(),
-        shutdown,
-    )
-    .unwrap();
+    let exporter = Spawned::start(config(&live_db), &source, &prometheus::Registry::new());
     for _ in 0..20 {
         for record in generator.records(250) {
             source.push(record);
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    wait_until_exported(&status, 5_000, Duration::from_secs(60)).await;
-    shutdown_sender.send(true).unwrap();
-    handle.await.unwrap();
+    wait_until_exported(&exporter.status, 5_000, Duration::from_secs(60)).await;
+    exporter.stop().await;
     let offline_config = ExportConfig {
         batch_records_max: 1_234,
         ..config(&offline_db)
@@ -829,10 +869,8 @@ async fn unreachable_postgres_is_retried_and_the_lag_grows() {
         ..ExportConfig::new("")
     };
     let source = MemorySource::new(Generator::new(9).records(10));
-    let (shutdown_sender, shutdown) = watch::channel(false);
-    let registry = prometheus::Registry::new();
-    let (handle, status) =
-        spawn_exporter(config, Box::new(source.clone()), &registry, shutdown).unwrap();
+    let exporter = Spawned::start(config, &source, &prometheus::Registry::new());
+    let status = exporter.status.clone();
     wait_for_state(&status, "").await;
     for record in Generator::new(10).records(5) {
         source.push(record);
@@ -849,8 +887,7 @@ async fn unreachable_postgres_is_retried_and_the_lag_grows() {
     assert_eq!(status.last_exported_seq(), 0);
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["state"], "retrying");
-    shutdown_sender.send(true).unwrap();
-    handle.await.unwrap();
+    exporter.stop().await;
 }
 
 /// The real log as the source: what the server appends is what analysts get.

@@ -10,7 +10,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::Registry;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
@@ -20,6 +19,7 @@ use crate::export::rows::RowBatch;
 use crate::export::schema::migrate;
 use crate::export::status::{ExportMetrics, ExportState, ExportStatus};
 use crate::export::{ExportConfig, ExportError, RecordSource};
+use crate::shutdown::Shutdown;
 
 /// `application_name` of the exporter's connections (unless the URL sets
 /// one), so operators can find them in `pg_stat_activity`.
@@ -40,13 +40,13 @@ pub struct ExportReport {
 
 /// Starts the exporter on the current tokio runtime. It exports every
 /// `config.interval`, retries failures with backoff, and stops between two
-/// batches once `shutdown` turns true (aborting the task is safe as well:
-/// an unfinished batch rolls back).
+/// batches once `shutdown` begins (aborting the task is safe as well: an
+/// unfinished batch rolls back).
 pub fn spawn_exporter(
     config: ExportConfig,
     source: Box<dyn RecordSource>,
     registry: &Registry,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(JoinHandle<()>, ExportStatus), ExportError> {
     config.validate()?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
@@ -103,12 +103,12 @@ impl Exporter {
         }
     }
 
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, shutdown: Shutdown) {
         let mut backoff = Backoff::new(
             self.config.retry_backoff_initial,
             self.config.retry_backoff_max,
         );
-        while !*shutdown.borrow() {
+        while !shutdown.is_begun() {
             let pause = match self.catch_up(Some(&shutdown)).await {
                 Ok(_) => {
                     backoff.reset();
@@ -123,7 +123,7 @@ impl Exporter {
                     pause
                 }
             };
-            if sleep_unless_shutdown(&mut shutdown, pause).await {
+            if sleep_unless_shutdown(&shutdown, pause).await {
                 break;
             }
         }
@@ -135,10 +135,7 @@ impl Exporter {
 
     /// Exports every record durable at the start, batch by batch. Any error
     /// drops the connection, so the next attempt re-reads the cursor.
-    async fn catch_up(
-        &mut self,
-        shutdown: Option<&watch::Receiver<bool>>,
-    ) -> Result<ExportReport, ExportError> {
+    async fn catch_up(&mut self, shutdown: Option<&Shutdown>) -> Result<ExportReport, ExportError> {
         let result = self.catch_up_connected(shutdown).await;
         match &result {
             Ok(_) => self.mark_success(),
@@ -154,7 +151,7 @@ impl Exporter {
 
     async fn catch_up_connected(
         &mut self,
-        shutdown: Option<&watch::Receiver<bool>>,
+        shutdown: Option<&Shutdown>,
     ) -> Result<ExportReport, ExportError> {
         let target = self.durable_seq()?;
         let mut cursor = self.ensure_connected().await?;
@@ -170,7 +167,7 @@ impl Exporter {
             last_exported_seq: cursor,
             ..ExportReport::default()
         };
-        while cursor < target && !shutdown.is_some_and(|s| *s.borrow()) {
+        while cursor < target && !shutdown.is_some_and(Shutdown::is_begun) {
             let (last_seq, rows) = self.export_batch(cursor).await?;
             report.records += last_seq - cursor;
             report.batches += 1;
@@ -242,20 +239,20 @@ impl Exporter {
 
     /// Reads on a blocking thread: the source may read files.
     async fn read_batch(&mut self, cursor: u64) -> Result<Vec<(u64, Record)>, ExportError> {
-        let mut source = self.source.take().ok_or_else(source_lost)?;
+        let mut source = self.source.take().ok_or(ExportError::ReaderLost)?;
         let records_max = self.config.batch_records_max;
         let (source, result) = tokio::task::spawn_blocking(move || {
             let result = source.read_batch(cursor, records_max);
             (source, result)
         })
         .await
-        .map_err(|error| ExportError::ReaderThread(error.to_string()))?;
+        .map_err(ExportError::ReaderThread)?;
         self.source = Some(source);
         Ok(result?)
     }
 
     fn durable_seq(&self) -> Result<u64, ExportError> {
-        let source = self.source.as_ref().ok_or_else(source_lost)?;
+        let source = self.source.as_ref().ok_or(ExportError::ReaderLost)?;
         Ok(source.durable_seq())
     }
 
@@ -273,10 +270,6 @@ impl Exporter {
         self.metrics.set_last_success_unix_seconds(now);
         self.status.set_state(ExportState::Running);
     }
-}
-
-fn source_lost() -> ExportError {
-    ExportError::ReaderThread("the log reader was lost when a read panicked".into())
 }
 
 /// The last sequence number of `records`, if they continue `cursor`
@@ -302,9 +295,8 @@ fn check_contiguous(cursor: u64, records: &[(u64, Record)]) -> Result<u64, Expor
 }
 
 async fn connect(database_url: &str, timeout: Duration) -> Result<Client, ExportError> {
-    let mut config: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|error| ExportError::Config(format!("database URL: {error}")))?;
+    let mut config: tokio_postgres::Config =
+        database_url.parse().map_err(ExportError::DatabaseUrl)?;
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
@@ -318,20 +310,11 @@ async fn connect(database_url: &str, timeout: Duration) -> Result<Client, Export
     Ok(client)
 }
 
-/// Sleeps for `pause`; returns true, early, when shutdown is requested (or
-/// its sender is gone).
-async fn sleep_unless_shutdown(shutdown: &mut watch::Receiver<bool>, pause: Duration) -> bool {
-    let sleep = tokio::time::sleep(pause);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            _ = &mut sleep => return false,
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    return true;
-                }
-            }
-        }
+/// Sleeps for `pause`; returns true, early, once `shutdown` has begun.
+async fn sleep_unless_shutdown(shutdown: &Shutdown, pause: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(pause) => false,
+        () = shutdown.wait() => true,
     }
 }
 
@@ -366,17 +349,10 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{PurchaseOutcome, PurchaseRecord, Rejection};
+    use crate::export::source::unknown_code_purchase;
 
     fn records(seqs: &[u64]) -> Vec<(u64, Record)> {
-        let record = Record::Purchase(PurchaseRecord {
-            at_unix_ms: 0,
-            sale_id: None,
-            user_id: None,
-            code: 1,
-            outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
-            items: vec![],
-        });
+        let record = unknown_code_purchase(1);
         seqs.iter().map(|seq| (*seq, record.clone())).collect()
     }
 
@@ -417,12 +393,19 @@ mod tests {
 
     #[tokio::test]
     async fn sleep_ends_early_on_shutdown() {
-        let (sender, mut receiver) = watch::channel(false);
-        let sleeper = tokio::spawn(async move {
-            sleep_unless_shutdown(&mut receiver, Duration::from_secs(3600)).await
+        let shutdown = Shutdown::new();
+        let sleeper = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { sleep_unless_shutdown(&shutdown, Duration::from_secs(3600)).await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        sender.send(true).unwrap();
+        shutdown.begin();
         assert!(sleeper.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn sleep_ends_at_its_pause_without_shutdown() {
+        let shutdown = Shutdown::new();
+        assert!(!sleep_unless_shutdown(&shutdown, Duration::from_millis(1)).await);
     }
 }

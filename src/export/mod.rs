@@ -23,23 +23,24 @@
 //! write-ahead log), `rows` (records as rows),
 //! `copy` (binary COPY writer), `schema` (versioned migrations), `batch`
 //! (one batch = one transaction), `exporter` (the loop: cursor, backoff,
-//! status), `status` (status for `/health`, metrics), `run` (how `serve`
-//! and `export` start it).
+//! status), `status` (status for `/health`, metrics), `launch` (how
+//! `serve` and `export` start it and stop it).
 
 pub mod batch;
 pub mod copy;
 pub mod exporter;
+pub mod launch;
 pub mod rows;
-pub mod run;
 pub mod schema;
 pub mod source;
 pub mod status;
 pub mod wal_source;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use exporter::{export_once, spawn_exporter, ExportReport};
-pub use run::{run_offline, start_in_server, RunningExporter};
+pub use launch::{run_offline, start_in_server, RunningExporter};
 pub use source::{MemorySource, RecordSource, SourceError};
 pub use status::{ExportState, ExportStatus, ExportStatusSnapshot};
 pub use wal_source::WalSource;
@@ -86,9 +87,9 @@ impl ExportConfig {
 
     pub fn validate(&self) -> Result<(), ExportError> {
         let invalid = |why: &str| Err(ExportError::Config(why.to_string()));
-        if let Err(error) = self.database_url.parse::<tokio_postgres::Config>() {
-            return Err(ExportError::Config(format!("database URL: {error}")));
-        }
+        self.database_url
+            .parse::<tokio_postgres::Config>()
+            .map_err(ExportError::DatabaseUrl)?;
         if self.batch_records_max == 0 || self.batch_records_max > BATCH_RECORDS_MAX_LIMIT {
             return invalid("batch_records_max must be 1 to 1,000,000");
         }
@@ -111,16 +112,33 @@ impl ExportConfig {
     }
 }
 
-/// Why an export attempt failed. Everything but `Config` and `Metrics` is
-/// retried by the running exporter.
+/// Why an export attempt failed. Everything but `Config`, `DatabaseUrl`
+/// and `Metrics` is retried by the running exporter; `NoLogDirectory`,
+/// `OpenLog` and `ExporterTask` come only from `flashsale export`.
+///
+/// The texts of the variants read alone (in `/health`'s `last_error`)
+/// carry their cause; those only `flashsale export` reports leave it to
+/// the cause chain, which `main` prints.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExportError {
+    /// A setting out of its range (see `ExportConfig::validate`).
     #[error("invalid export configuration: {0}")]
     Config(String),
+    #[error("invalid export configuration: database URL: {0}")]
+    DatabaseUrl(#[source] tokio_postgres::Error),
     #[error("cannot register export metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("no tokio runtime to run the exporter on")]
     NoRuntime,
+    #[error("no log directory at {}", .dir.display())]
+    NoLogDirectory { dir: PathBuf },
+    #[error("cannot open the log in {}", .dir.display())]
+    OpenLog {
+        dir: PathBuf,
+        #[source]
+        source: flashsale_wal::WalError,
+    },
     #[error("PostgreSQL: {}", postgres_error_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("PostgreSQL did not answer within {0:?}")]
@@ -133,8 +151,15 @@ pub enum ExportError {
     Source(#[from] SourceError),
     #[error(transparent)]
     SeqOutOfRange(#[from] rows::SeqOutOfRange),
+    /// The blocking thread reading the log panicked or was cancelled.
     #[error("the log reader thread failed: {0}")]
-    ReaderThread(String),
+    ReaderThread(#[source] tokio::task::JoinError),
+    /// A read panicked earlier and took the reader with it.
+    #[error("the log reader was lost when an earlier read panicked")]
+    ReaderLost,
+    /// The exporter's task of `flashsale export` panicked.
+    #[error("the exporter task failed")]
+    ExporterTask(#[source] tokio::task::JoinError),
     #[error("log gap: expected record {expected}, the log gave {found:?}")]
     Gap { expected: u64, found: Option<u64> },
     #[error(
@@ -184,10 +209,6 @@ mod tests {
                 retry_backoff_max: Duration::from_millis(1),
                 ..config.clone()
             },
-            ExportConfig {
-                database_url: "postgres://host:notaport/db".into(),
-                ..config.clone()
-            },
         ];
         for config in bad {
             assert!(
@@ -195,5 +216,14 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_bad_database_url_keeps_the_parser_error_as_its_cause() {
+        let config = ExportConfig::new("postgres://host:notaport/db");
+        let error = config.validate().unwrap_err();
+        assert!(matches!(error, ExportError::DatabaseUrl(_)), "{error}");
+        assert!(error.to_string().contains("database URL"), "{error}");
+        assert!(std::error::Error::source(&error).is_some());
     }
 }

@@ -14,7 +14,10 @@ use crate::journal::CodecError;
 
 /// Why records could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
+    /// The storage under the source failed (for `WalSource`, a
+    /// `flashsale_wal::WalError`).
     #[error("cannot read the log: {0}")]
     Read(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("log record {seq} cannot be decoded: {source}")]
@@ -87,20 +90,27 @@ impl RecordSource for MemorySource {
     }
 }
 
+/// The smallest record, for the tests of the sources and the exporter: a
+/// purchase naming an unknown `code`.
+#[cfg(test)]
+pub(crate) fn unknown_code_purchase(code: u128) -> Record {
+    use crate::engine::{PurchaseOutcome, PurchaseRecord, Rejection};
+    Record::Purchase(PurchaseRecord {
+        at_unix_ms: 1_795_291_200_000,
+        sale_id: None,
+        user_id: None,
+        code,
+        outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
+        items: vec![],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{PurchaseOutcome, PurchaseRecord, Rejection};
 
     fn record(code: u128) -> Record {
-        Record::Purchase(PurchaseRecord {
-            at_unix_ms: 0,
-            sale_id: None,
-            user_id: None,
-            code,
-            outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
-            items: vec![],
-        })
+        unknown_code_purchase(code)
     }
 
     #[test]

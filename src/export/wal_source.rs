@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use flashsale_wal::{Wal, WalReader};
+use flashsale_wal::{Wal, WalError, WalReader};
 
 use crate::engine::Record;
 use crate::export::source::{RecordSource, SourceError};
@@ -34,11 +34,7 @@ impl WalSource {
         let positioned = matches!(&self.reader, Some(reader) if reader.next_seq() == next_seq);
         if !positioned {
             self.reader = None;
-            let reader = self
-                .wal
-                .read_from(next_seq)
-                .map_err(|error| SourceError::Read(Box::new(error)))?;
-            self.reader = Some(reader);
+            self.reader = Some(self.wal.read_from(next_seq)?);
         }
         match self.reader.as_mut() {
             Some(reader) => Ok(reader),
@@ -54,10 +50,7 @@ impl WalSource {
     ) -> Result<(), SourceError> {
         let reader = self.reader_at(after_seq + 1)?;
         while batch.len() < records_max {
-            let next = reader
-                .next_record()
-                .map_err(|error| SourceError::Read(Box::new(error)))?;
-            let Some((seq, payload)) = next else {
+            let Some((seq, payload)) = reader.next_record()? else {
                 break;
             };
             let record =
@@ -65,6 +58,12 @@ impl WalSource {
             batch.push((seq, record));
         }
         Ok(())
+    }
+}
+
+impl From<WalError> for SourceError {
+    fn from(error: WalError) -> SourceError {
+        SourceError::Read(Box::new(error))
     }
 }
 
@@ -91,19 +90,8 @@ impl RecordSource for WalSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{PurchaseOutcome, PurchaseRecord, Rejection};
+    use crate::export::source::unknown_code_purchase as record;
     use flashsale_wal::WalConfig;
-
-    fn record(code: u128) -> Record {
-        Record::Purchase(PurchaseRecord {
-            at_unix_ms: 1_795_291_200_000,
-            sale_id: None,
-            user_id: None,
-            code,
-            outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
-            items: vec![],
-        })
-    }
 
     #[test]
     fn reads_decoded_records_in_order_and_repositions() {

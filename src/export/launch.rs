@@ -1,25 +1,29 @@
-//! The exporter as the two commands start it: beside the HTTP server
+//! The exporter as the two commands launch it: beside the HTTP server
 //! (`flashsale serve --database-url`) and offline (`flashsale export`).
 //!
 //! This is the only part of `export` that knows the command-line settings
 //! and the write-ahead log's directory; everything else sees an
 //! `ExportConfig` and a `RecordSource`.
+//!
+//! What it promises: the exporter beside the server stops when the server's
+//! one `Shutdown` begins, between two batches (`RunningExporter::join`
+//! waits for that, `STOP_GRACE` at most); the offline command closes the
+//! log it opened whatever the outcome of the export.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use flashsale_wal::{Wal, WalConfig};
 use prometheus::Registry;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{ExportArgs, ServeArgs, StoreArgs};
 use crate::export::{
     export_once, spawn_exporter, ExportConfig, ExportError, ExportStatus, WalSource,
 };
+use crate::shutdown::{self, Shutdown};
 
-/// How long `stop` lets a batch in flight finish before aborting it (an
+/// How long `join` lets a batch in flight finish before aborting it (an
 /// aborted batch rolls back and is exported again next time).
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -27,7 +31,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub struct RunningExporter {
     handle: JoinHandle<()>,
     status: ExportStatus,
-    shutdown: watch::Sender<bool>,
 }
 
 impl RunningExporter {
@@ -44,18 +47,19 @@ impl RunningExporter {
         Arc::new(move || serde_json::to_value(status.snapshot()).unwrap_or_default())
     }
 
-    /// Stops between two batches; aborts after `STOP_GRACE`.
+    /// Waits for the exporter to stop, which it does between two batches
+    /// once the `Shutdown` given to `start_in_server` has begun (the caller
+    /// begins it; `join` signals nothing). Aborts the task after
+    /// `STOP_GRACE`.
     pub async fn join(self) {
-        let RunningExporter {
-            mut handle,
-            shutdown,
-            ..
-        } = self;
-        // The receiver lives in the task; if it is gone, so is the task.
-        let _ = shutdown.send(true);
-        if tokio::time::timeout(STOP_GRACE, &mut handle).await.is_err() {
-            tracing::warn!("exporter did not stop in time; aborting its batch");
-            handle.abort();
+        let RunningExporter { mut handle, .. } = self;
+        match tokio::time::timeout(STOP_GRACE, &mut handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the exporter task failed"),
+            Err(_elapsed) => {
+                tracing::warn!("exporter did not stop in time; aborting its batch");
+                handle.abort();
+            }
         }
     }
 }
@@ -69,39 +73,32 @@ fn export_config(database_url: &str, store: &StoreArgs, interval_seconds: u64) -
     }
 }
 
-/// Starts the exporter of the server's log on the current runtime.
+/// Starts the exporter of the server's log on the current runtime; it stops
+/// once `shutdown` begins.
 pub fn start_in_server(
     database_url: &str,
     args: &ServeArgs,
     wal: Arc<Wal>,
     registry: &Registry,
-    stop: crate::shutdown::Shutdown,
+    shutdown: Shutdown,
 ) -> Result<RunningExporter, ExportError> {
     let config = export_config(database_url, &args.store, args.export_interval);
-    let (shutdown, receiver) = watch::channel(false);
-    let forward = shutdown.clone();
-    tokio::spawn(async move {
-        stop.wait().await;
-        let _ = forward.send(true);
-    });
     let source = Box::new(WalSource::new(wal));
-    let (handle, status) = spawn_exporter(config, source, registry, receiver)?;
+    let (handle, status) = spawn_exporter(config, source, registry, shutdown)?;
     tracing::info!(interval_seconds = args.export_interval, "exporter started");
-    Ok(RunningExporter {
-        handle,
-        status,
-        shutdown,
-    })
+    Ok(RunningExporter { handle, status })
 }
 
 /// `flashsale export`: exports the log in `DATA_DIR/wal/` of a stopped
 /// server. With `--once`, exports what is there and returns; otherwise
 /// follows the log until SIGINT/SIGTERM.
-pub async fn run_offline(args: ExportArgs) -> anyhow::Result<()> {
+pub async fn run_offline(args: ExportArgs) -> Result<(), ExportError> {
     let dir = args.store.wal_dir();
-    anyhow::ensure!(dir.is_dir(), "no log directory at {}", dir.display());
-    let wal = Wal::open(WalConfig::new(&dir))
-        .with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    if !dir.is_dir() {
+        return Err(ExportError::NoLogDirectory { dir });
+    }
+    let wal =
+        Wal::open(WalConfig::new(&dir)).map_err(|source| ExportError::OpenLog { dir, source })?;
     let wal = Arc::new(wal);
     let config = export_config(&args.database_url, &args.store, args.export_interval);
     let result = if args.once {
@@ -113,7 +110,7 @@ pub async fn run_offline(args: ExportArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn export_log_once(config: ExportConfig, wal: Arc<Wal>) -> anyhow::Result<()> {
+async fn export_log_once(config: ExportConfig, wal: Arc<Wal>) -> Result<(), ExportError> {
     let report = export_once(config, Box::new(WalSource::new(wal))).await?;
     tracing::info!(
         from_seq = report.cursor_before + 1,
@@ -125,26 +122,20 @@ async fn export_log_once(config: ExportConfig, wal: Arc<Wal>) -> anyhow::Result<
     Ok(())
 }
 
-async fn follow_log(config: ExportConfig, wal: Arc<Wal>) -> anyhow::Result<()> {
-    let (shutdown, receiver) = watch::channel(false);
+/// Exports as the log grows, until SIGINT/SIGTERM; then lets the batch in
+/// flight finish, however long it takes.
+async fn follow_log(config: ExportConfig, wal: Arc<Wal>) -> Result<(), ExportError> {
+    let stop = shutdown::signal();
+    let shutdown = Shutdown::new();
     let source = Box::new(WalSource::new(wal));
-    let (handle, status) = spawn_exporter(config, source, &Registry::new(), receiver)?;
-    wait_for_signal().await?;
+    let (handle, status) = spawn_exporter(config, source, &Registry::new(), shutdown.clone())?;
+    stop.await;
     tracing::info!("signal received: stopping the export");
-    let _ = shutdown.send(true);
-    handle.await.context("the exporter task failed")?;
+    shutdown.begin();
+    handle.await.map_err(ExportError::ExporterTask)?;
     tracing::info!(
         last_exported_seq = status.last_exported_seq(),
         "export stopped"
     );
     Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT"),
-        _ = terminate.recv() => Ok(()),
-    }
 }
