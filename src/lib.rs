@@ -2,15 +2,22 @@
 //! every checkout and purchase durable in a write-ahead log before it is
 //! answered.
 //!
-//! Layout (a request goes top to bottom):
+//! Layout (a request goes top to bottom; dependencies point down only):
+//! - `server`: start (open the log, recover, exporter, bind) and the
+//!   ordered stop; `shutdown`: the stop signal as a value.
 //! - `http`: routes, thin handlers, the one mapping of errors to the contract.
-//! - `service`: the write path: engine decision, log append, wait for fsync.
-//! - `engine`: sold bitsets, users and carts, checkout/purchase decisions.
-//! - `journal`: engine events as versioned log records (bincode 2.0.1).
-//! - `recovery`: replay of the log into the engine, then an invariant audit.
+//! - `service`: what the HTTP layer may ask: the write path (admit, engine
+//!   decision, wait for durability), reads and the health report.
+//! - `engine`: sold bitsets, users and carts, checkout/purchase decisions;
+//!   its outgoing interface is `engine::Record` and the `engine::Journal`
+//!   trait.
+//! - `journal`: engine records as bytes (bincode 2.0.1) and `WalJournal`,
+//!   the one door to the write-ahead log (`flashsale_wal`).
+//! - `recovery`: read the log, replay it into the engine, audit.
 //! - `export`: the exactly-once exporter of log records to PostgreSQL.
 //! - `domain`: ids, the sale schedule, deterministic items.
-//! - `config`: validated settings with units and limits.
+//! - `config`: the command line, validated settings with units and limits.
+//! - `metrics`: the Prometheus registry and the log's observer.
 #![forbid(unsafe_code)]
 
 pub mod config;
