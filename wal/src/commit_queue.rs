@@ -44,7 +44,7 @@ struct Queue {
     space_waiters: usize,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct CommitQueue {
     pub config: WalConfig,
     queue: Mutex<Queue>,
     writer_wake: Condvar,
@@ -60,11 +60,11 @@ pub(crate) struct Shared {
     pub segments: Mutex<Vec<SegmentMeta>>,
 }
 
-impl Shared {
+impl CommitQueue {
     pub(crate) fn new(config: WalConfig, last_seq: u64, segments: Vec<SegmentMeta>) -> Arc<Self> {
         assert!(!segments.is_empty(), "a log always has an active segment");
         let free_buffers_max = config.queue_bytes_max / config.batch_bytes_max + 1;
-        Arc::new(Shared {
+        Arc::new(CommitQueue {
             config,
             queue: Mutex::new(Queue {
                 batches: VecDeque::with_capacity(free_buffers_max),
@@ -302,9 +302,9 @@ impl Shared {
     }
 }
 
-/// The future of [`Shared::wait_durable_async`].
+/// The future of [`CommitQueue::wait_durable_async`].
 struct DurableWait<'a> {
-    shared: &'a Shared,
+    shared: &'a CommitQueue,
     seq: u64,
 }
 

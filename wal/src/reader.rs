@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::commit_queue::Shared;
+use crate::commit_queue::CommitQueue;
 use crate::error::WalError;
 use crate::format::{decode_segment_header, read_record_at, ByteSource, DamageKind, RecordAt};
 use crate::format::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
@@ -43,7 +43,7 @@ struct Cursor {
 /// become durable (it is deliberately not fused), so the exporter can keep
 /// one reader and poll it. After an error it yields `None` for good.
 pub struct WalReader {
-    shared: Arc<Shared>,
+    shared: Arc<CommitQueue>,
     storage: Arc<dyn Storage>,
     next_seq: u64,
     cursor: Option<Cursor>,
@@ -52,7 +52,7 @@ pub struct WalReader {
 
 impl WalReader {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<CommitQueue>,
         storage: Arc<dyn Storage>,
         from_seq: u64,
     ) -> Result<Self, WalError> {

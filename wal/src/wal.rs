@@ -10,7 +10,7 @@ use std::thread::{self, JoinHandle};
 
 use parking_lot::Mutex;
 
-use crate::commit_queue::Shared;
+use crate::commit_queue::CommitQueue;
 use crate::config::WalConfig;
 use crate::error::WalError;
 use crate::reader::WalReader;
@@ -20,7 +20,7 @@ use crate::writer::Writer;
 
 /// A segmented, group-committed write-ahead log of opaque payloads.
 pub struct Wal {
-    shared: Arc<Shared>,
+    shared: Arc<CommitQueue>,
     storage: Arc<dyn Storage>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Held for the life of the handle: one process per log.
@@ -48,7 +48,7 @@ impl Wal {
             None => unreachable!("recovery always leaves an active segment"),
         };
         let dir = config.dir.clone();
-        let shared = Shared::new(config, recovered.last_seq, recovered.segments);
+        let shared = CommitQueue::new(config, recovered.last_seq, recovered.segments);
         let writer = Writer {
             shared: Arc::clone(&shared),
             storage: Arc::clone(&storage),

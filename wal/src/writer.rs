@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::commit_queue::{Batch, Shared};
+use crate::commit_queue::{Batch, CommitQueue};
 use crate::config::SyncMode;
 use crate::error::WalError;
 use crate::format::SEGMENT_HEADER_SIZE;
@@ -26,7 +26,7 @@ use crate::segment::create_segment;
 use crate::storage::{Storage, WriteFile};
 
 pub(crate) struct Writer {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<CommitQueue>,
     pub storage: Arc<dyn Storage>,
     pub active: Box<dyn WriteFile>,
     pub active_path: PathBuf,
@@ -116,7 +116,7 @@ impl Writer {
     }
 }
 
-/// Fails the log; `Shared::fail` tells the observer once.
-fn fail(shared: &Shared, reason: String) {
+/// Fails the log; `CommitQueue::fail` tells the observer once.
+fn fail(shared: &CommitQueue, reason: String) {
     shared.fail(reason);
 }
