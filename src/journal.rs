@@ -122,7 +122,7 @@ mod tests {
     use super::*;
     use crate::engine::{
         CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseItem, PurchaseOutcome,
-        PurchaseRecord, Rejection,
+        PurchaseRecord, Rejection, SaleOpenedRecord,
     };
 
     fn samples() -> Vec<Record> {
@@ -171,6 +171,12 @@ mod tests {
                 code: 5,
                 outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
                 items: vec![],
+            }),
+            Record::SaleOpened(SaleOpenedRecord {
+                at_unix_ms: 1_795_291_200_000,
+                sale_id: 2026112120,
+                items_per_sale: 10_000,
+                user_limit: 10,
             }),
         ]
     }

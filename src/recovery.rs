@@ -36,6 +36,7 @@ pub struct ReplayReport {
     pub records: u64,
     pub checkouts: u64,
     pub purchases: u64,
+    pub sales_opened: u64,
     /// Records of sales that had left retention: skipped.
     pub records_expired: u64,
     /// Sequence number of the last record (0 for an empty log).
@@ -78,6 +79,7 @@ where
         match record {
             Record::Checkout(_) => report.checkouts += 1,
             Record::Purchase(_) => report.purchases += 1,
+            Record::SaleOpened(_) => report.sales_opened += 1,
         }
     }
     Ok(report)
@@ -302,6 +304,7 @@ mod tests {
             match &mut records[record] {
                 Record::Checkout(checkout) => checkout.code = checkout.code.map(code_bits),
                 Record::Purchase(purchase) => purchase.code = code_bits(purchase.code),
+                Record::SaleOpened(_) => panic!("the story's records name codes"),
             }
             replay(&fresh(&f), numbered(records))
                 .unwrap_err()

@@ -79,7 +79,7 @@ pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};
 pub use record::{
     CheckoutOutcome, CheckoutRecord, Journal, JournalError, MemoryJournal, PurchaseOutcome,
-    PurchaseRecord, Record,
+    PurchaseRecord, Record, SaleOpenedRecord,
 };
 pub use replay::{Applied, ReplayError};
 pub use sales::FUTURE_SALES_KNOWN_HOURS;

@@ -19,6 +19,20 @@ use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
 pub enum Record {
     Checkout(CheckoutRecord),
     Purchase(PurchaseRecord),
+    SaleOpened(SaleOpenedRecord),
+}
+
+/// A sale's settings, fixed when the engine first writes for the sale:
+/// written before any other record of the sale, and every later record of
+/// the sale follows them, whatever the flags say after a restart. Logs
+/// written before this record existed have none; their sales take the
+/// flags of the start that replays them.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SaleOpenedRecord {
+    pub at_unix_ms: i64,
+    pub sale_id: u32,
+    pub items_per_sale: u32,
+    pub user_limit: u32,
 }
 
 /// A checkout attempt that got an answer other than 400, 429 or 503.
@@ -77,6 +91,7 @@ impl Record {
         match self {
             Record::Checkout(r) => r.at_unix_ms,
             Record::Purchase(r) => r.at_unix_ms,
+            Record::SaleOpened(r) => r.at_unix_ms,
         }
     }
 }

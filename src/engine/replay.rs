@@ -57,6 +57,7 @@ impl Engine {
                     Ok(Applied::Unchanged)
                 }
             },
+            Record::SaleOpened(_) => Ok(Applied::Unchanged),
             Record::Purchase(r) => match r.outcome {
                 PurchaseOutcome::Completed => self.apply_completed(seq, r),
                 PurchaseOutcome::Replayed | PurchaseOutcome::Rejected(_) => Ok(Applied::Unchanged),

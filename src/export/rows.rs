@@ -84,6 +84,8 @@ impl RowBatch {
             match record {
                 Record::Checkout(checkout) => batch.push_checkout(seq, checkout),
                 Record::Purchase(purchase) => batch.push_purchase(seq, purchase),
+                // Exported by the export's own change (sale settings).
+                Record::SaleOpened(_) => {}
             }
         }
         Ok(batch)
