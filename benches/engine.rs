@@ -43,6 +43,10 @@ impl Journal for CountingJournal {
     fn append(&self, _record: &Record) -> Result<u64, JournalError> {
         Ok(self.appended.fetch_add(1, Ordering::Relaxed) + 1)
     }
+
+    fn durable_seq(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
 }
 
 /// A clock stopped in the middle of a sale (no lock, unlike ManualClock).

@@ -15,6 +15,9 @@ pub const USER_ID_LENGTH_MAX: usize = 64;
 /// Longest accepted item id or checkout code parameter, in bytes. Anything
 /// longer is `invalid_request` before any lookup.
 pub const PARAMETER_LENGTH_MAX: usize = 64;
+/// Item indices are below this in every item id (the contract's syntax;
+/// whether an index names an item of its sale is the engine's question).
+pub const ITEM_INDEX_LIMIT: u32 = 1_000_000;
 /// Seconds in one sale.
 pub const SALE_DURATION_SECONDS: i64 = 3600;
 
@@ -135,10 +138,13 @@ impl ItemId {
         let sale = SaleId::parse(sale_text).map_err(|_| malformed.clone())?;
         let digits_only = !index_text.is_empty() && index_text.bytes().all(|b| b.is_ascii_digit());
         let leading_zero = index_text.len() > 1 && index_text.starts_with('0');
-        if !digits_only || leading_zero || index_text.len() > 9 {
+        if !digits_only || leading_zero || index_text.len() > 7 {
             return Err(malformed);
         }
-        let index = index_text.parse().map_err(|_| malformed)?;
+        let index: u32 = index_text.parse().map_err(|_| malformed.clone())?;
+        if index >= ITEM_INDEX_LIMIT {
+            return Err(malformed);
+        }
         Ok(ItemId { sale, index })
     }
 
@@ -181,7 +187,8 @@ impl fmt::Display for ItemId {
     }
 }
 
-/// A client's user id: 1 to 64 characters from `[A-Za-z0-9._-]`.
+/// A client's user id: 1 to 64 characters from `[A-Za-z0-9._@|:-]` (so
+/// e-mail addresses and the `sub` of common identity providers fit).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UserId(Box<str>);
 
@@ -197,11 +204,13 @@ impl UserId {
                 max: USER_ID_LENGTH_MAX,
             });
         }
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        let allowed = |b: u8| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'|' | b':')
+        };
         if !text.bytes().all(allowed) {
             return Err(ParseError::Malformed {
                 name: NAME,
-                why: "allowed characters are A-Z a-z 0-9 . _ -",
+                why: "allowed characters are A-Z a-z 0-9 . _ - @ | :",
             });
         }
         Ok(UserId(text.into()))
@@ -266,6 +275,43 @@ impl CheckoutCode {
 impl fmt::Display for CheckoutCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A client's `code` parameter: 1 to 64 URL-safe characters. Only codes of
+/// the server's own shape can name a cart; any other well-formed code was
+/// never issued (404 `checkout_not_found`, and a log record like any
+/// unknown code), whatever its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurchaseCode {
+    Issued(CheckoutCode),
+    Foreign(String),
+}
+
+impl PurchaseCode {
+    pub fn parse(text: &str) -> Result<PurchaseCode, ParseError> {
+        const NAME: &str = "code";
+        check_present_and_short(NAME, text)?;
+        let url_safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        if !text.bytes().all(url_safe) {
+            return Err(ParseError::Malformed {
+                name: NAME,
+                why: "allowed characters are A-Z a-z 0-9 - . _ ~",
+            });
+        }
+        Ok(match CheckoutCode::parse(text) {
+            Ok(code) => PurchaseCode::Issued(code),
+            Err(_) => PurchaseCode::Foreign(text.to_string()),
+        })
+    }
+}
+
+impl fmt::Display for PurchaseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PurchaseCode::Issued(code) => code.fmt(f),
+            PurchaseCode::Foreign(text) => f.write_str(text),
+        }
     }
 }
 
@@ -379,9 +425,12 @@ mod tests {
             "2026112120-4a",
             "x-1",
             "2026112120-1234567890",
+            "2026112120-1000000",
+            "2026112120-99999999",
         ] {
             assert!(ItemId::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(ItemId::parse("2026112120-999999").unwrap().index, 999_999);
     }
 
     #[test]
@@ -398,6 +447,8 @@ mod tests {
     #[test]
     fn user_id_follows_the_contract() {
         assert!(UserId::parse("alice.B_9-x").is_ok());
+        assert!(UserId::parse("alice@example.com").is_ok());
+        assert!(UserId::parse("auth0|5f7c:1").is_ok());
         assert!(UserId::parse(&"a".repeat(64)).is_ok());
         assert_eq!(UserId::parse(""), Err(ParseError::Missing("user_id")));
         assert!(matches!(
@@ -425,5 +476,24 @@ mod tests {
                 || text.chars().all(|c| c.is_ascii_digit())
         );
         assert!(CheckoutCode::parse("zz").is_err());
+    }
+
+    #[test]
+    fn a_well_formed_code_of_any_shape_is_a_code_not_a_syntax_error() {
+        let issued = CheckoutCode::generate().unwrap();
+        assert_eq!(
+            PurchaseCode::parse(&issued.to_string()),
+            Ok(PurchaseCode::Issued(issued))
+        );
+        for foreign in ["zz", "ABC", "a-b.c_d~e", &"f".repeat(64)] {
+            assert_eq!(
+                PurchaseCode::parse(foreign),
+                Ok(PurchaseCode::Foreign(foreign.to_string())),
+                "{foreign}"
+            );
+        }
+        for bad in ["", "a b", "a/b", "é", &"f".repeat(65)] {
+            assert!(PurchaseCode::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -115,14 +115,18 @@ impl Journal for WalJournal {
         let bytes = encode(record).map_err(JournalError::new)?;
         self.wal.append(&bytes).map_err(JournalError::new)
     }
+
+    fn durable_seq(&self) -> u64 {
+        self.wal.durable_seq()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::{
-        CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseItem, PurchaseOutcome,
-        PurchaseRecord, Rejection, SaleOpenedRecord,
+        CheckoutOutcome, CheckoutRecord, ForeignCodeRecord, ItemOutcome, PurchaseItem,
+        PurchaseOutcome, PurchaseRecord, Rejection, SaleOpenedRecord,
     };
 
     fn samples() -> Vec<Record> {
@@ -177,6 +181,10 @@ mod tests {
                 sale_id: 2026112120,
                 items_per_sale: 10_000,
                 user_limit: 10,
+            }),
+            Record::ForeignCode(ForeignCodeRecord {
+                at_unix_ms: 1_795_291_200_400,
+                code: "not-one-of-ours".into(),
             }),
         ]
     }

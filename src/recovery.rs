@@ -78,7 +78,7 @@ where
         report.records += 1;
         match record {
             Record::Checkout(_) => report.checkouts += 1,
-            Record::Purchase(_) => report.purchases += 1,
+            Record::Purchase(_) | Record::ForeignCode(_) => report.purchases += 1,
             Record::SaleOpened(_) => report.sales_opened += 1,
         }
     }
@@ -160,9 +160,16 @@ mod tests {
         let RecoveryReport {
             replayed, audited, ..
         } = recover(&engine, f.journal.numbered()).unwrap();
-        assert_eq!(replayed.records, 10);
-        assert_eq!((replayed.checkouts, replayed.purchases), (6, 4));
-        assert_eq!((replayed.last_seq, replayed.records_expired), (10, 0));
+        assert_eq!(replayed.records, 11);
+        assert_eq!(
+            (
+                replayed.checkouts,
+                replayed.purchases,
+                replayed.sales_opened
+            ),
+            (6, 4, 1)
+        );
+        assert_eq!((replayed.last_seq, replayed.records_expired), (11, 0));
         assert_eq!(engine.snapshot(), f.engine.snapshot());
         assert_eq!(audited.items_sold, 2);
         assert_eq!(
@@ -176,25 +183,25 @@ mod tests {
     fn replay_refuses_an_item_sold_twice() {
         let f = story();
         let mut records = f.journal.records();
-        // Alice's purchase (record 6) claims item 2 that Bob bought.
-        let Record::Purchase(purchase) = &mut records[5] else {
-            panic!("record 6 is alice's purchase");
+        // Alice's purchase (record 7) claims item 2 that Bob bought.
+        let Record::Purchase(purchase) = &mut records[6] else {
+            panic!("record 7 is alice's purchase");
         };
         assert_eq!(purchase.items[1].outcome, ItemOutcome::SoldOut);
         purchase.items[1].outcome = ItemOutcome::Bought;
         let error = replay(&fresh(&f), numbered(records)).unwrap_err();
         let message = error.to_string();
-        assert!(message.contains("record 6"), "{message}");
+        assert!(message.contains("record 7"), "{message}");
         assert!(message.contains("2026112120-2"), "{message}");
-        assert!(message.contains("record 5"), "{message}");
+        assert!(message.contains("record 6"), "{message}");
     }
 
     #[test]
     fn replay_refuses_a_purchase_of_a_cart_that_is_not_open() {
         let f = story();
         let mut records = f.journal.records();
-        let Record::Purchase(repeat) = &mut records[6] else {
-            panic!("record 7 is alice's repeated purchase");
+        let Record::Purchase(repeat) = &mut records[7] else {
+            panic!("record 8 is alice's repeated purchase");
         };
         assert_eq!(repeat.outcome, PurchaseOutcome::Replayed);
         repeat.outcome = PurchaseOutcome::Completed;
@@ -202,7 +209,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            message.contains("record 7") && message.contains("alice"),
+            message.contains("record 8") && message.contains("alice"),
             "{message}"
         );
     }
@@ -210,24 +217,24 @@ mod tests {
     #[test]
     fn replay_refuses_a_second_cart_and_a_foreign_item() {
         let f = story();
-        let second_cart = f.journal.records()[0].clone();
+        let second_cart = f.journal.records()[1].clone();
         let mut extra = f.journal.records();
-        extra.insert(1, second_cart);
+        extra.insert(2, second_cart);
         let message = replay(&fresh(&f), numbered(extra)).unwrap_err().to_string();
         assert!(
-            message.contains("record 2") && message.contains("alice"),
+            message.contains("record 3") && message.contains("alice"),
             "{message}"
         );
         let mut foreign = f.journal.records();
-        let Record::Checkout(checkout) = &mut foreign[0] else {
-            panic!("record 1 is a checkout");
+        let Record::Checkout(checkout) = &mut foreign[1] else {
+            panic!("record 2 is a checkout");
         };
         checkout.item_id = "2026112120-99".into();
         let message = replay(&fresh(&f), numbered(foreign))
             .unwrap_err()
             .to_string();
         assert!(
-            message.contains("record 1") && message.contains("2026112120-99"),
+            message.contains("record 2") && message.contains("2026112120-99"),
             "{message}"
         );
     }
@@ -264,22 +271,44 @@ mod tests {
         let dave = f.cart("dave", 3);
         f.checkout("dave", 4);
         f.purchase(dave.code);
-        // The same log, read by an engine with a smaller limit.
+        // The same log, as if the sale had opened with a limit of 1.
+        let mut records = f.journal.records();
+        let Record::SaleOpened(opened) = &mut records[0] else {
+            panic!("record 1 opens the sale");
+        };
+        opened.user_limit = 1;
+        let error = recover(&fresh(&f), numbered(records)).unwrap_err();
+        let RecoveryError::Audit(audit) = &error else {
+            panic!("not an audit error: {error}");
+        };
+        let message = audit.to_string();
+        assert!(message.contains("user dave bought 2 items"), "{message}");
+    }
+
+    #[test]
+    fn a_lower_user_limit_flag_does_not_apply_to_a_sale_the_log_holds() {
+        let f = story();
+        let dave = f.cart("dave", 3);
+        f.checkout("dave", 4);
+        f.purchase(dave.code);
         let strict = Engine::new(
             EngineConfig {
                 user_limit: 1,
+                items_per_sale: 4,
                 ..f.engine.config().clone()
             },
             f.clock.clone(),
             Arc::new(MemoryJournal::default()),
         )
         .unwrap();
-        let error = recover(&strict, f.journal.numbered()).unwrap_err();
-        let RecoveryError::Audit(audit) = &error else {
-            panic!("not an audit error: {error}");
-        };
-        let message = audit.to_string();
-        assert!(message.contains("user dave bought 2 items"), "{message}");
+        recover(&strict, f.journal.numbered()).unwrap();
+        assert_eq!(strict.snapshot(), f.engine.snapshot());
+        let sale = strict.active_sale();
+        assert_eq!((sale.user_limit, sale.total_items), (3, 8), "as it opened");
+        let next = strict
+            .sale(crate::domain::SaleId::containing(f.sale().ends_at()))
+            .unwrap();
+        assert_eq!((next.user_limit, next.total_items), (1, 4), "the flags");
     }
 
     #[test]
@@ -304,29 +333,31 @@ mod tests {
             match &mut records[record] {
                 Record::Checkout(checkout) => checkout.code = checkout.code.map(code_bits),
                 Record::Purchase(purchase) => purchase.code = code_bits(purchase.code),
-                Record::SaleOpened(_) => panic!("the story's records name codes"),
+                Record::SaleOpened(_) | Record::ForeignCode(_) => {
+                    panic!("the story's records name issued codes")
+                }
             }
             replay(&fresh(&f), numbered(records))
                 .unwrap_err()
                 .to_string()
         };
         // Alice's first cart, as if another stripe or slot had been used.
-        let message = moved(0, |bits| bits ^ 1);
-        assert!(
-            message.contains("record 1") && message.contains("disagree"),
-            "{message}"
-        );
-        let message = moved(0, |bits| bits ^ 1 << 24);
-        assert!(message.contains("record 1"), "{message}");
-        // Her second item, and Bob's purchase, with a moved locator.
         let message = moved(1, |bits| bits ^ 1);
         assert!(
-            message.contains("record 2") && message.contains("names stripe"),
+            message.contains("record 2") && message.contains("disagree"),
             "{message}"
         );
-        let message = moved(4, |bits| bits ^ 1);
+        let message = moved(1, |bits| bits ^ 1 << 24);
+        assert!(message.contains("record 2"), "{message}");
+        // Her second item, and Bob's purchase, with a moved locator.
+        let message = moved(2, |bits| bits ^ 1);
         assert!(
-            message.contains("record 5") && message.contains("bob"),
+            message.contains("record 3") && message.contains("names stripe"),
+            "{message}"
+        );
+        let message = moved(5, |bits| bits ^ 1);
+        assert!(
+            message.contains("record 6") && message.contains("bob"),
             "{message}"
         );
     }
@@ -337,7 +368,10 @@ mod tests {
         f.clock.set(at_minutes(26 * 60));
         let engine = fresh(&f);
         let report = replay(&engine, f.journal.numbered()).unwrap();
-        assert_eq!(report.records_expired, 6, "4 additions, 2 purchases");
+        assert_eq!(
+            report.records_expired, 7,
+            "the opening, 4 additions, 2 purchases"
+        );
         assert!(engine.snapshot().sales.is_empty());
         engine.audit().unwrap();
     }

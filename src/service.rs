@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use flashsale_wal::WalError;
 
-use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
+use crate::domain::{ItemId, PurchaseCode, SaleId, UserId};
 use crate::engine::{
     CartView, Decided, Engine, EngineError, ItemsPage, PurchaseView, Rejection, SaleView,
 };
@@ -108,9 +108,13 @@ impl Service {
             .await
     }
 
-    pub async fn purchase(&self, code: CheckoutCode) -> Answer<PurchaseView> {
+    pub async fn purchase(&self, code: &PurchaseCode) -> Answer<PurchaseView> {
         let outcomes = &self.metrics.purchase_outcomes_total;
-        self.write(outcomes, || self.engine.purchase(code)).await
+        self.write(outcomes, || match code {
+            PurchaseCode::Issued(code) => self.engine.purchase(*code),
+            PurchaseCode::Foreign(text) => self.engine.purchase_foreign(text),
+        })
+        .await
     }
 
     /// Admits a write, lets the engine decide, waits until the decision

@@ -24,6 +24,15 @@ async fn post_refused(server: &Server, path: &str, status: u16, code: &str) -> s
     body
 }
 
+/// The id of the sale an hour after `sale` (`YYYYMMDDHH`).
+fn next_sale_id(sale: &str) -> String {
+    let start = chrono::NaiveDateTime::parse_from_str(&format!("{sale}0000"), "%Y%m%d%H%M%S")
+        .unwrap();
+    (start + chrono::Duration::hours(1))
+        .format("%Y%m%d%H")
+        .to_string()
+}
+
 /// Sends `method path` and checks the contract's error shape: `status`,
 /// a request id, the error `code` and a message.
 async fn assert_error_answer(server: &Server, method: &str, path: &str, status: u16, code: &str) {
@@ -157,8 +166,21 @@ async fn sale_and_item_pages_count_the_sold_items(server: &Server, sale: &str) {
     assert_eq!(sale_body["items_sold"], 3);
     assert_eq!(sale_body["items_available"], 97);
     assert_eq!(sale_body["user_limit"], 3);
+    assert_eq!(sale_body["status"], "active");
     let (_, by_id) = server.get(&format!("/sales/{sale}")).await;
     assert_eq!(by_id, sale_body);
+    let next = next_sale_id(sale);
+    let (status, upcoming) = server.get(&format!("/sales/{next}")).await;
+    assert_eq!(status, 200, "{upcoming}");
+    assert_eq!(upcoming["status"], "upcoming");
+    assert_eq!(
+        (&upcoming["items_sold"], &upcoming["total_items"]),
+        (&serde_json::json!(0), &serde_json::json!(100))
+    );
+    let (status, _) = server
+        .post(&format!("/checkout?user_id=carol@example.com&id={sale}-50"))
+        .await;
+    assert_eq!(status, 200, "an e-mail address is a user id");
 
     let (status, page) = server
         .get(&format!("/sales/{sale}/items?offset=0&limit=5"))
@@ -205,8 +227,10 @@ async fn malformed_requests_are_invalid_request() {
         format!("/checkout?user_id=a%ZZ&id={sale}-1"),
         "/checkout?user_id=a&id=nonsense".to_string(),
         format!("/checkout?user_id=a&id={sale}-01"),
+        format!("/checkout?user_id=a&id={sale}-1000000"),
         "/purchase".to_string(),
-        "/purchase?code=short".to_string(),
+        "/purchase?code=a%20b".to_string(),
+        format!("/purchase?code={}", "f".repeat(65)),
     ];
     let gets = [
         "/sales/notasale".to_string(),
@@ -241,6 +265,13 @@ async fn unknown_items_codes_sales_and_routes_are_not_found() {
             "POST",
             format!("/purchase?code={}", "0".repeat(32)),
             "checkout_not_found",
+        ),
+        // Well-formed but never issued, whatever its shape.
+        ("POST", "/purchase?code=short".into(), "checkout_not_found"),
+        (
+            "POST",
+            format!("/checkout?user_id=a&id={sale}-999999"),
+            "item_not_found",
         ),
         ("GET", "/nowhere".into(), "not_found"),
         ("GET", "/sales/2001010100".into(), "sale_not_found"),

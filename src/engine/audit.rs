@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use super::outcome::{ItemOutcome, PurchaseItem};
 use super::sales::SaleState;
 use super::users::UserState;
 use super::Engine;
@@ -107,7 +108,7 @@ impl Engine {
                     report.users += 1;
                     report.open_carts += u64::from(state.open_secret().is_some());
                     report.purchases += state.purchases().count() as u64;
-                    self.audit_user(sale.id, state, bought_by)
+                    audit_user(sale, state, bought_by)
                 })
             });
             problem = checked.err();
@@ -118,50 +119,81 @@ impl Engine {
         }
         problem.map_or(Ok(()), Err)
     }
+}
 
-    /// Checks one user's counts, limit and codes, and records in
-    /// `bought_by` what its purchases bought.
-    fn audit_user(
-        &self,
-        sale: SaleId,
-        state: &UserState,
-        bought_by: &mut HashMap<u32, u64>,
-    ) -> Result<(), String> {
-        let (user, limit) = (state.id(), self.config.user_limit);
-        let purchased = u32::from(state.purchased());
-        let cart_len = state.cart_len() as u32;
-        let mut bought = 0u32;
-        let mut secrets: Vec<_> = state.open_secret().into_iter().collect();
-        for purchase in state.purchases() {
-            if secrets.contains(&purchase.secret) {
-                return Err(format!("user {user} holds two codes with one secret"));
+/// Checks one user's counts, limit and codes, and records in `bought_by`
+/// what its purchases bought.
+fn audit_user(
+    sale: &SaleState,
+    state: &UserState,
+    bought_by: &mut HashMap<u32, u64>,
+) -> Result<(), String> {
+    let (user, limit) = (state.id(), sale.settings.user_limit);
+    let purchased = u32::from(state.purchased());
+    let cart_len = state.cart_len() as u32;
+    let mut bought = 0u32;
+    let mut secrets: Vec<_> = state.open_secret().into_iter().collect();
+    for purchase in state.purchases() {
+        if secrets.contains(&purchase.secret) {
+            return Err(format!("user {user} holds two codes with one secret"));
+        }
+        secrets.push(purchase.secret);
+        check_sold_out_before(sale, purchase.items(), purchase.seq)
+            .map_err(|why| format!("user {user}'s purchase: {why}"))?;
+        let items = purchase.items();
+        for index in items.filter(|i| i.is_bought()).map(|i| i.item_index) {
+            bought += 1;
+            if let Some(earlier) = bought_by.insert(index, purchase.seq) {
+                let item = ItemId {
+                    sale: sale.id,
+                    index,
+                };
+                return Err(format!(
+                    "item {item} bought by records {earlier} and {}",
+                    purchase.seq
+                ));
             }
-            secrets.push(purchase.secret);
-            let items = purchase.items();
-            for index in items.filter(|i| i.is_bought()).map(|i| i.item_index) {
-                bought += 1;
-                if let Some(earlier) = bought_by.insert(index, purchase.seq) {
-                    let item = ItemId { sale, index };
-                    return Err(format!(
-                        "item {item} bought by records {earlier} and {}",
-                        purchase.seq
-                    ));
-                }
-            }
         }
-        if purchased > limit {
-            return Err(format!(
-                "user {user} bought {purchased} items, over the limit {limit}"
-            ));
-        }
-        if purchased != bought {
-            return Err(format!(
-                "user {user} counts {purchased} items bought, the purchases say {bought}"
-            ));
-        }
-        if purchased + cart_len > limit {
-            return Err(format!("user {user} has {cart_len} items in the cart after buying {purchased}, over the limit {limit}"));
-        }
-        Ok(())
     }
+    if purchased > limit {
+        return Err(format!(
+            "user {user} bought {purchased} items, over the limit {limit}"
+        ));
+    }
+    if purchased != bought {
+        return Err(format!(
+            "user {user} counts {purchased} items bought, the purchases say {bought}"
+        ));
+    }
+    if purchased + cart_len > limit {
+        return Err(format!("user {user} has {cart_len} items in the cart after buying {purchased}, over the limit {limit}"));
+    }
+    Ok(())
+}
+
+/// Every item a purchase reports sold out was sold by an earlier record:
+/// a "sold out" told before the claim it depends on could be kept by a
+/// crash that loses the claim (a phantom).
+fn check_sold_out_before(
+    sale: &SaleState,
+    items: impl Iterator<Item = PurchaseItem>,
+    purchase_seq: u64,
+) -> Result<(), String> {
+    for item in items.filter(|i| i.outcome == ItemOutcome::SoldOut) {
+        let index = item.item_index;
+        match sale.inventory.published_seq(index) {
+            Some(seq) if seq < purchase_seq => {}
+            sold_by => {
+                let item = ItemId {
+                    sale: sale.id,
+                    index,
+                };
+                return Err(format!(
+                    "record {purchase_seq} reports item {item} sold out, but it was sold by \
+                     {sold_by:?}, not by an earlier record"
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -28,8 +28,9 @@ enum CheckoutDecision {
 impl Engine {
     /// Adds `item` to the user's cart in the active sale.
     pub fn checkout(&self, user: &UserId, item: ItemId) -> Result<Decided<CartView>, EngineError> {
-        let now = self.clock.now();
+        let now = self.now();
         let active = self.sales.active(now);
+        self.open_sale(&active, now)?;
         let (decided, wait) = {
             let mut stripe = active.users.lock(user.as_str());
             self.checkout_locked(&active, &mut stripe, user, item, now)?
@@ -77,7 +78,7 @@ impl Engine {
         item: ItemId,
     ) -> CheckoutDecision {
         use CheckoutDecision::Reject;
-        if !self.is_known_item(active.id, item) {
+        if !self.is_known_item(active, item) {
             return Reject(Rejection::ItemNotFound, ClaimWait::Nothing);
         }
         if item.sale != active.id {
@@ -94,22 +95,23 @@ impl Engine {
         if active.inventory.is_claimed(item.index) {
             return Reject(Rejection::ItemSoldOut, ClaimWait::Items(vec![item.index]));
         }
-        if purchased as usize + cart_len >= self.config.user_limit as usize {
+        if purchased as usize + cart_len >= active.settings.user_limit as usize {
             return Reject(Rejection::UserLimitReached, ClaimWait::Nothing);
         }
         CheckoutDecision::Add
     }
 
     /// Whether `item` names an item of a sale the engine answers for: the
-    /// retained past sales, the active one, and the next day's.
-    fn is_known_item(&self, active: SaleId, item: ItemId) -> bool {
-        if item.index >= self.config.items_per_sale {
+    /// retained past sales, the active one, and the next day's, each with
+    /// its own number of items.
+    fn is_known_item(&self, active: &SaleState, item: ItemId) -> bool {
+        if item.sale == active.id {
+            return item.index < active.settings.items_per_sale;
+        }
+        if item.index >= self.settings_of(item.sale).items_per_sale {
             return false;
         }
-        if item.sale == active {
-            return true;
-        }
-        let hours = active.hours_until(item.sale);
+        let hours = active.id.hours_until(item.sale);
         let past_hours_max = i64::from(self.config.past_sales_retained_hours);
         (-past_hours_max..=i64::from(FUTURE_SALES_KNOWN_HOURS)).contains(&hours)
     }
@@ -153,7 +155,9 @@ impl Engine {
             Some(_) => state.cart_push(item.index),
         }
         assert!(
-            usize::from(state.purchased()) + state.cart_len() <= self.config.user_limit as usize
+            usize::from(state.purchased()) + state.cart_len()
+                <= active.settings.user_limit as usize,
+            "no user over the limit"
         );
         let view = open_cart_view(active, stripe, Some(slot), user);
         Ok((decided(Ok(view), seq), ClaimWait::Nothing))

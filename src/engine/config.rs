@@ -22,6 +22,14 @@ pub const PAST_SALES_RETAINED_HOURS_MAX: u32 = 168;
 /// Largest page of `items`.
 pub const ITEMS_PAGE_LIMIT_MAX: u32 = 1000;
 
+/// What a sale is fixed with when it opens (`SaleOpened` in the log):
+/// later flags never change a sale the log holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleSettings {
+    pub items_per_sale: u32,
+    pub user_limit: u32,
+}
+
 /// The engine's settings (`Engine::new` validates them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -63,6 +71,14 @@ pub enum EngineConfigError {
 }
 
 impl EngineConfig {
+    /// The settings the sales that open from now on get.
+    pub fn sale_settings(&self) -> SaleSettings {
+        SaleSettings {
+            items_per_sale: self.items_per_sale,
+            user_limit: self.user_limit,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), EngineConfigError> {
         if !(1..=ITEMS_PER_SALE_MAX).contains(&self.items_per_sale) {
             return Err(EngineConfigError::ItemsPerSale(self.items_per_sale));

@@ -1,7 +1,7 @@
 //! Test helpers: an engine on a manual clock with a journal that tests can
 //! make fail or hold, and replay of what it recorded into a fresh engine.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
@@ -29,11 +29,23 @@ struct Gate {
 }
 
 /// A journal in memory (numbered from 1) that can fail or hold appends.
-#[derive(Default)]
 pub struct TestJournal {
     records: Mutex<Vec<Record>>,
+    /// Records above this are not durable yet (`u64::MAX`: all are).
+    durable_limit: AtomicU64,
     failing: AtomicBool,
     gate: Mutex<Option<Gate>>,
+}
+
+impl Default for TestJournal {
+    fn default() -> TestJournal {
+        TestJournal {
+            records: Mutex::default(),
+            durable_limit: AtomicU64::new(u64::MAX),
+            failing: AtomicBool::default(),
+            gate: Mutex::default(),
+        }
+    }
 }
 
 impl TestJournal {
@@ -43,6 +55,13 @@ impl TestJournal {
 
     pub fn last(&self) -> Record {
         self.records.lock().last().cloned().unwrap()
+    }
+
+    /// From now on only records up to `seq` count as durable (`None`:
+    /// every record, the default).
+    pub fn set_durable_limit(&self, seq: Option<u64>) {
+        self.durable_limit
+            .store(seq.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     pub fn set_failing(&self, failing: bool) {
@@ -89,6 +108,11 @@ impl Journal for TestJournal {
         let mut records = self.records.lock();
         records.push(record.clone());
         Ok(records.len() as u64)
+    }
+
+    fn durable_seq(&self) -> u64 {
+        let appended = self.records.lock().len() as u64;
+        appended.min(self.durable_limit.load(Ordering::SeqCst))
     }
 }
 
@@ -145,14 +169,19 @@ impl Fixture {
 
     /// A fresh engine on the same clock, rebuilt from the journal.
     pub fn replayed(&self) -> Engine {
-        let engine = Engine::new(
-            self.engine.config().clone(),
-            self.clock.clone(),
-            Arc::new(TestJournal::default()),
-        )
-        .unwrap();
-        // The engine's own half of recovery (the log reading is not
-        // the engine's): apply every record, then audit.
+        self.replay_into(self.restarted_with(self.engine.config().clone()))
+    }
+
+    /// A fresh engine on the same clock with `config` (the flags of a
+    /// restart), nothing replayed yet.
+    pub fn restarted_with(&self, config: EngineConfig) -> Engine {
+        Engine::new(config, self.clock.clone(), Arc::new(TestJournal::default())).unwrap()
+    }
+
+    /// `engine` rebuilt from the journal: the engine's own half of
+    /// recovery (the log reading is not the engine's), apply every record,
+    /// then audit.
+    pub fn replay_into(&self, engine: Engine) -> Engine {
         for numbered in self.journal.numbered() {
             let (seq, record) = numbered.unwrap();
             engine.apply(seq, &record).unwrap();

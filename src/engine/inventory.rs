@@ -13,10 +13,14 @@
 //! - `items_sold` counts published claims only, so a reader never counts a
 //!   claim that has no record yet;
 //! - `claim_seq_max` covers every published claim, which is what a
-//!   "sale sold out" answer must wait for.
+//!   "sale sold out" answer must wait for;
+//! - readers see an item sold only once its record is durable
+//!   (`durable_sold`, settled with the log's durable sequence number).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use super::durable_sold::DurableSold;
 
 /// Slot value of an item that no published claim has sold (yet).
 const CLAIM_UNPUBLISHED: u64 = 0;
@@ -51,6 +55,7 @@ pub struct Inventory {
     items_total: u32,
     items_sold: AtomicU32,
     claim_seq_max: AtomicU64,
+    durable: DurableSold,
 }
 
 impl Inventory {
@@ -66,6 +71,7 @@ impl Inventory {
             items_total,
             items_sold: AtomicU32::new(0),
             claim_seq_max: AtomicU64::new(0),
+            durable: DurableSold::new(items_total),
         }
     }
 
@@ -128,8 +134,36 @@ impl Inventory {
         }
     }
 
-    /// Records that the claim won by `try_claim` is in the log at `seq`.
+    /// Records that the claim won by `try_claim` is in the log at `seq`;
+    /// readers see it once `settle` is told that `seq` is durable.
     pub fn publish(&self, index: u32, seq: u64) {
+        self.record_claim(index, seq);
+        self.durable.published(index, seq);
+    }
+
+    /// Readers' view: every published claim whose record is at or below
+    /// `durable_seq` now shows as sold.
+    pub fn settle(&self, durable_seq: u64) {
+        self.durable.settle(durable_seq);
+    }
+
+    /// Items sold by a durable record (as of the last `settle`).
+    pub fn items_sold_durable(&self) -> u32 {
+        self.durable.count()
+    }
+
+    /// Whether a durable record sold the item (as of the last `settle`).
+    pub fn is_sold_durable(&self, index: u32) -> bool {
+        self.durable.is_sold(index)
+    }
+
+    /// A page of item indices in the readers' view (see
+    /// `DurableSold::page`).
+    pub fn page(&self, offset: u32, limit: u32, available_only: bool) -> Vec<u32> {
+        self.durable.page(offset, limit, available_only)
+    }
+
+    fn record_claim(&self, index: u32, seq: u64) {
         assert!(seq != CLAIM_UNPUBLISHED && seq != CLAIM_FAILED);
         assert!(self.is_claimed(index), "publish without a claim");
         let before = self.claim_seqs[index as usize].swap(seq, Ordering::AcqRel);
@@ -180,7 +214,8 @@ impl Inventory {
             let earlier = self.claim_seqs[index as usize].load(Ordering::Acquire);
             return Err(earlier);
         }
-        self.publish(index, seq);
+        self.record_claim(index, seq);
+        self.durable.durable(index);
         Ok(())
     }
 

@@ -44,6 +44,7 @@ mod checkout;
 mod claim_wait;
 mod codes;
 mod config;
+mod durable_sold;
 mod inventory;
 mod outcome;
 mod overflow;
@@ -64,29 +65,34 @@ mod model_tests;
 mod tests;
 #[cfg(test)]
 mod thread_tests;
+#[cfg(test)]
+mod truth_tests;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 
 use crate::domain::{Clock, SaleId};
 
 pub use audit::{AuditError, AuditReport};
 pub use config::{
-    EngineConfig, EngineConfigError, ITEMS_PAGE_LIMIT_MAX, ITEMS_PER_SALE_DEFAULT,
+    EngineConfig, EngineConfigError, SaleSettings, ITEMS_PAGE_LIMIT_MAX, ITEMS_PER_SALE_DEFAULT,
     ITEMS_PER_SALE_MAX, PAST_SALES_RETAINED_HOURS_DEFAULT, PAST_SALES_RETAINED_HOURS_MAX,
     PAST_SALES_RETAINED_HOURS_MIN, USERS_PER_SALE_MAX_DEFAULT, USER_LIMIT_DEFAULT, USER_LIMIT_MAX,
 };
 pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};
 pub use record::{
-    CheckoutOutcome, CheckoutRecord, Journal, JournalError, MemoryJournal, PurchaseOutcome,
-    PurchaseRecord, Record, SaleOpenedRecord,
+    CheckoutOutcome, CheckoutRecord, ForeignCodeRecord, Journal, JournalError, MemoryJournal,
+    PurchaseOutcome, PurchaseRecord, Record, SaleOpenedRecord,
 };
 pub use replay::{Applied, ReplayError};
 pub use sales::FUTURE_SALES_KNOWN_HOURS;
 pub use snapshot::{EngineSnapshot, SaleSnapshot, StoredPurchaseSnapshot, UserSnapshot};
-pub use views::{CartView, Decided, ItemView, ItemsPage, PurchaseView, SaleView};
+pub use views::{CartView, Decided, ItemView, ItemsPage, PurchaseView, SaleStatus, SaleView};
 
-use sales::SaleTable;
+use sales::{SaleState, SaleTable};
 
 /// Fresh codes tried before giving up on a (practically impossible) clash.
 const CODE_GENERATION_ATTEMPTS_MAX: u32 = 4;
@@ -124,6 +130,9 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     journal: Arc<dyn Journal>,
     sales: SaleTable,
+    /// The engine's time never goes below this (milliseconds since the
+    /// Unix epoch): the latest instant it used or the log recorded.
+    time_floor_unix_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -143,8 +152,7 @@ impl Engine {
     ) -> Result<Engine, EngineConfigError> {
         config.validate()?;
         let sales = SaleTable::new(
-            clock.now(),
-            config.items_per_sale,
+            config.sale_settings(),
             config.users_per_sale_max,
             config.past_sales_retained_hours,
         );
@@ -153,15 +161,63 @@ impl Engine {
             clock,
             journal,
             sales,
+            time_floor_unix_ms: AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// The engine's "now": the clock, but never earlier than any instant
+    /// the engine used before or the log recorded. A clock that jumps back
+    /// (NTP, a machine that booted ahead) can then neither reopen a sale
+    /// nor bring back one that left memory empty; a jump forward moves the
+    /// engine forward for good.
+    fn now(&self) -> DateTime<Utc> {
+        let clock_unix_ms = self.clock.now().timestamp_millis();
+        let floor = self
+            .time_floor_unix_ms
+            .fetch_max(clock_unix_ms, Ordering::AcqRel);
+        let now_unix_ms = floor.max(clock_unix_ms);
+        DateTime::from_timestamp_millis(now_unix_ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// Replay: the log recorded `at_unix_ms`; the engine's time never goes
+    /// below it again.
+    fn raise_time_floor(&self, at_unix_ms: i64) {
+        self.time_floor_unix_ms
+            .fetch_max(at_unix_ms, Ordering::AcqRel);
+    }
+
+    /// The settings of `sale`: its own if held, else what it would open
+    /// with (a sale the engine holds nothing of).
+    fn settings_of(&self, sale: SaleId) -> SaleSettings {
+        self.sales
+            .get(sale)
+            .map_or(self.sales.settings_for_new(), |held| held.settings)
+    }
+
+    /// Readers' view of `sale`: claims whose records are durable by now.
+    fn settle(&self, sale: &SaleState) {
+        sale.inventory.settle(self.journal.durable_seq());
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
 
+    /// The active sale's limit of items per user.
     pub fn user_limit(&self) -> u32 {
-        self.config.user_limit
+        self.sales.active(self.now()).settings.user_limit
+    }
+
+    /// Records the sale's settings before its first record.
+    fn open_sale(&self, sale: &SaleState, now: DateTime<Utc>) -> Result<(), EngineError> {
+        sale.open_once(|| {
+            self.append(&Record::SaleOpened(SaleOpenedRecord {
+                at_unix_ms: now.timestamp_millis(),
+                sale_id: sale.id.number(),
+                items_per_sale: sale.settings.items_per_sale,
+                user_limit: sale.settings.user_limit,
+            }))
+        })
     }
 
     fn append(&self, record: &Record) -> Result<u64, EngineError> {

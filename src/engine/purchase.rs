@@ -7,12 +7,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::claim_wait::ClaimWait;
 use super::codes::{self, StoredPurchase};
-use super::inventory::Inventory;
 use super::outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};
 use super::overflow::PurchaseWords;
-use super::record::{PurchaseOutcome, PurchaseRecord, Record};
+use super::record::{ForeignCodeRecord, PurchaseOutcome, PurchaseRecord, Record};
 use super::sales::SaleState;
 use super::users::{UserState, UserStripe};
 use super::views::{decided, purchase_view, Decided, PurchaseView};
@@ -24,31 +22,44 @@ impl Engine {
     /// its owner's slot but not the sale: the active sale is asked first,
     /// then the retained ones, newest first.
     pub fn purchase(&self, code: CheckoutCode) -> Result<Decided<PurchaseView>, EngineError> {
-        let now = self.clock.now();
+        let now = self.now();
         let active = self.sales.active(now);
         let others = std::iter::once_with(|| self.sales.others_newest_first(&active));
         let candidates = std::iter::once(Arc::clone(&active)).chain(others.flatten());
         for sale in candidates {
-            let Some(found) = self.purchase_in(&sale, code, active.id, now) else {
-                continue;
-            };
-            let (decided, wait) = found?;
-            return self.resolve_wait(&sale, decided, wait);
+            if let Some(found) = self.purchase_in(&sale, code, active.id, now) {
+                return found;
+            }
         }
         let outcome = PurchaseOutcome::Rejected(Rejection::CheckoutNotFound);
         let seq = self.append(&purchase_record(now, code, None, outcome, Vec::new()))?;
         Ok(decided(Err(Rejection::CheckoutNotFound), seq))
     }
 
+    /// A purchase with a code this server never issues: 404, recorded.
+    pub fn purchase_foreign(&self, code: &str) -> Result<Decided<PurchaseView>, EngineError> {
+        let record = Record::ForeignCode(ForeignCodeRecord {
+            at_unix_ms: self.now().timestamp_millis(),
+            code: code.to_string(),
+        });
+        let seq = self.append(&record)?;
+        Ok(decided(Err(Rejection::CheckoutNotFound), seq))
+    }
+
     /// The purchase decision for `code` in `sale`, under the owner's lock;
     /// `None` if no user of `sale` holds `code` (open or purchased).
+    ///
+    /// No answer here depends on a claim that is not in the log before its
+    /// own record: a purchase that finds an item claimed waits (in
+    /// `claim_cart`) until that claim's record is appended, so a "sold
+    /// out" it stores is always told after the record that sold the item.
     fn purchase_in(
         &self,
         sale: &SaleState,
         code: CheckoutCode,
         active: SaleId,
         now: DateTime<Utc>,
-    ) -> Option<Result<(Decided<PurchaseView>, ClaimWait), EngineError>> {
+    ) -> Option<Result<Decided<PurchaseView>, EngineError>> {
         let (secret, locator) = codes::split(code);
         let mut stripe = sale.users.lock_stripe(locator.stripe);
         let state = stripe.get(locator.slot)?;
@@ -62,19 +73,14 @@ impl Engine {
             let owner = Some((sale.id, state.id()));
             let outcome = PurchaseOutcome::Rejected(Rejection::SaleNotActive);
             let appended = self.append(&purchase_record(now, code, owner, outcome, Vec::new()));
-            let rejected = |seq| {
-                (
-                    decided(Err(Rejection::SaleNotActive), seq),
-                    ClaimWait::Nothing,
-                )
-            };
-            return Some(appended.map(rejected));
+            return Some(appended.map(|seq| decided(Err(Rejection::SaleNotActive), seq)));
         }
         Some(self.complete_purchase(sale, &mut stripe, locator.slot, code, now))
     }
 
     /// The stored answer again; it waits for what the first answer waited
-    /// for (its record and the claims of the items it reports sold out).
+    /// for: the first record (the claims it reports sold out come before
+    /// it in the log).
     fn repeat_purchase(
         &self,
         sale: &SaleState,
@@ -82,18 +88,16 @@ impl Engine {
         user: &str,
         stored: PurchaseWords<'_>,
         now: DateTime<Utc>,
-    ) -> Result<(Decided<PurchaseView>, ClaimWait), EngineError> {
+    ) -> Result<Decided<PurchaseView>, EngineError> {
         let items: Vec<PurchaseItem> = stored.items().collect();
         let owner = Some((sale.id, user));
         let outcome = PurchaseOutcome::Replayed;
         let seq = self.append(&purchase_record(now, code, owner, outcome, items.clone()))?;
-        let wait = ClaimWait::Items(indices_with(&items, ItemOutcome::SoldOut));
-        let decided = Decided {
+        Ok(Decided {
             answer: Ok(purchase_view(sale.id, user, code, items)),
             seq,
             wait_seq: seq.max(stored.seq),
-        };
-        Ok((decided, wait))
+        })
     }
 
     /// Claims the open cart's items of the user in `slot`, records the
@@ -106,10 +110,10 @@ impl Engine {
         slot: u32,
         code: CheckoutCode,
         now: DateTime<Utc>,
-    ) -> Result<(Decided<PurchaseView>, ClaimWait), EngineError> {
+    ) -> Result<Decided<PurchaseView>, EngineError> {
         assert_eq!(stripe.open_code(slot), Some(code), "not the open cart");
         let state = stripe.user_mut(slot);
-        let items = self.claim_cart(&sale.inventory, state);
+        let items = self.claim_cart(sale, state)?;
         let bought = indices_with(&items, ItemOutcome::Bought);
         let owner = Some((sale.id, state.id()));
         let outcome = PurchaseOutcome::Completed;
@@ -124,6 +128,7 @@ impl Engine {
         bought
             .iter()
             .for_each(|&index| sale.inventory.publish(index, seq));
+        self.settle(sale);
         let (secret, _) = codes::split(code);
         let stored = StoredPurchase {
             secret,
@@ -131,32 +136,62 @@ impl Engine {
             seq,
         };
         state.close_cart(stored);
-        assert!(u32::from(state.purchased()) <= self.config.user_limit);
-        let wait = ClaimWait::Items(indices_with(&items, ItemOutcome::SoldOut));
+        assert!(
+            u32::from(state.purchased()) <= sale.settings.user_limit,
+            "no user over the limit"
+        );
         let view = purchase_view(sale.id, state.id(), code, items);
-        Ok((decided(Ok(view), seq), wait))
+        Ok(decided(Ok(view), seq))
     }
 
-    /// Claims the cart's items in order, up to the user's limit. Changes
-    /// only the sold bits: the user's state changes after the append.
-    fn claim_cart(&self, inventory: &Inventory, state: &UserState) -> Vec<PurchaseItem> {
-        let mut purchased = u32::from(state.purchased());
-        let mut items = Vec::with_capacity(state.cart_len());
-        for item_index in state.cart() {
-            let outcome = if purchased >= self.config.user_limit {
-                ItemOutcome::UserLimit
-            } else if inventory.try_claim(item_index) {
-                purchased += 1;
-                ItemOutcome::Bought
-            } else {
-                ItemOutcome::SoldOut
-            };
-            items.push(PurchaseItem {
+    /// Claims the cart's items (the first ones in cart order that the
+    /// user's limit leaves room for). Changes only the sold bits: the
+    /// user's state changes after the append.
+    ///
+    /// Claims are made in ascending item order, and an item claimed by
+    /// another purchase is waited for (its record appended) before going
+    /// on: a waiter holds only claims of lower items than the one it waits
+    /// for, so two purchases can never wait for each other.
+    fn claim_cart(
+        &self,
+        sale: &SaleState,
+        state: &UserState,
+    ) -> Result<Vec<PurchaseItem>, EngineError> {
+        let room = sale
+            .settings
+            .user_limit
+            .saturating_sub(u32::from(state.purchased())) as usize;
+        let mut items: Vec<PurchaseItem> = state
+            .cart()
+            .enumerate()
+            .map(|(position, item_index)| PurchaseItem {
                 item_index,
-                outcome,
-            });
+                outcome: if position < room {
+                    ItemOutcome::SoldOut
+                } else {
+                    ItemOutcome::UserLimit
+                },
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_unstable_by_key(|&position| items[position].item_index);
+        for position in order {
+            let item = &mut items[position];
+            if item.outcome == ItemOutcome::UserLimit {
+                continue;
+            }
+            if sale.inventory.try_claim(item.item_index) {
+                item.outcome = ItemOutcome::Bought;
+            } else if let Err(source) = sale.inventory.wait_claim_seq(item.item_index) {
+                let claimed = indices_with(&items, ItemOutcome::Bought);
+                claimed.iter().for_each(|&index| sale.inventory.fail(index));
+                return Err(EngineError::ClaimNotRecorded {
+                    sale: sale.id,
+                    source,
+                });
+            }
         }
-        items
+        Ok(items)
     }
 }
 

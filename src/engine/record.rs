@@ -20,6 +20,16 @@ pub enum Record {
     Checkout(CheckoutRecord),
     Purchase(PurchaseRecord),
     SaleOpened(SaleOpenedRecord),
+    ForeignCode(ForeignCodeRecord),
+}
+
+/// A purchase with a well-formed code of a shape this server never issues
+/// (answered 404 `checkout_not_found`, like any unknown code).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ForeignCodeRecord {
+    pub at_unix_ms: i64,
+    /// The code exactly as the client sent it (1 to 64 URL-safe bytes).
+    pub code: String,
 }
 
 /// A sale's settings, fixed when the engine first writes for the sale:
@@ -92,6 +102,7 @@ impl Record {
             Record::Checkout(r) => r.at_unix_ms,
             Record::Purchase(r) => r.at_unix_ms,
             Record::SaleOpened(r) => r.at_unix_ms,
+            Record::ForeignCode(r) => r.at_unix_ms,
         }
     }
 }
@@ -143,6 +154,10 @@ impl JournalError {
 /// for every user.
 pub trait Journal: Send + Sync {
     fn append(&self, record: &Record) -> Result<u64, JournalError>;
+
+    /// The highest sequence number known durable: reads show only what
+    /// records up to here decided.
+    fn durable_seq(&self) -> u64;
 }
 
 /// Keeps records in memory, numbered from 1: for tests and benchmarks.
@@ -162,5 +177,10 @@ impl Journal for MemoryJournal {
         let mut records = self.records.lock();
         records.push(record.clone());
         Ok(records.len() as u64)
+    }
+
+    /// Memory is as durable as it gets here: every record.
+    fn durable_seq(&self) -> u64 {
+        self.records.lock().len() as u64
     }
 }

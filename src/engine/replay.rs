@@ -20,7 +20,10 @@
 //! carrying on would leave codes that name the wrong user or nobody.
 
 use super::codes::{self, StoredPurchase};
-use super::record::{CheckoutOutcome, CheckoutRecord, PurchaseOutcome, PurchaseRecord, Record};
+use super::config::{SaleSettings, ITEMS_PER_SALE_MAX, USER_LIMIT_MAX};
+use super::record::{
+    CheckoutOutcome, CheckoutRecord, PurchaseOutcome, PurchaseRecord, Record, SaleOpenedRecord,
+};
 use super::sales::SaleState;
 use super::users::UserStripe;
 use super::Engine;
@@ -50,6 +53,7 @@ pub enum Applied {
 impl Engine {
     /// Applies the outcome recorded at `seq`.
     pub fn apply(&self, seq: u64, record: &Record) -> Result<Applied, ReplayError> {
+        self.raise_time_floor(record.at_unix_ms());
         match record {
             Record::Checkout(r) => match r.outcome {
                 CheckoutOutcome::Added { opened_cart } => self.apply_added(seq, r, opened_cart),
@@ -57,7 +61,8 @@ impl Engine {
                     Ok(Applied::Unchanged)
                 }
             },
-            Record::SaleOpened(_) => Ok(Applied::Unchanged),
+            Record::SaleOpened(r) => self.apply_sale_opened(seq, r),
+            Record::ForeignCode(_) => Ok(Applied::Unchanged),
             Record::Purchase(r) => match r.outcome {
                 PurchaseOutcome::Completed => self.apply_completed(seq, r),
                 PurchaseOutcome::Replayed | PurchaseOutcome::Rejected(_) => Ok(Applied::Unchanged),
@@ -66,8 +71,38 @@ impl Engine {
     }
 
     fn is_expired(&self, sale: SaleId) -> bool {
-        let active = SaleId::containing(self.clock.now());
+        let active = SaleId::containing(self.now());
         sale < active.hours_before(self.config.past_sales_retained_hours)
+    }
+
+    /// The sale's settings as recorded when it opened: they hold for the
+    /// sale whatever the flags of this start say.
+    fn apply_sale_opened(
+        &self,
+        seq: u64,
+        record: &SaleOpenedRecord,
+    ) -> Result<Applied, ReplayError> {
+        let bad = |why: String| ReplayError { seq, why };
+        let sale_id = SaleId::from_number(record.sale_id)
+            .ok_or_else(|| bad(format!("sale id {} is not a sale", record.sale_id)))?;
+        let settings = SaleSettings {
+            items_per_sale: record.items_per_sale,
+            user_limit: record.user_limit,
+        };
+        if !(1..=ITEMS_PER_SALE_MAX).contains(&settings.items_per_sale)
+            || !(1..=USER_LIMIT_MAX).contains(&settings.user_limit)
+        {
+            return Err(bad(format!(
+                "sale {sale_id} opens with {settings:?}: out of range"
+            )));
+        }
+        if self.is_expired(sale_id) {
+            return Ok(Applied::Expired);
+        }
+        self.sales
+            .open_from_log(sale_id, settings, seq)
+            .map_err(bad)?;
+        Ok(Applied::Changed)
     }
 
     fn apply_added(
@@ -87,13 +122,13 @@ impl Engine {
             .map_err(|e| bad(format!("user id {:?}: {e}", record.user_id)))?;
         let item = ItemId::parse(&record.item_id)
             .map_err(|e| bad(format!("item id {:?}: {e}", record.item_id)))?;
-        if item.sale != sale_id || item.index >= self.config.items_per_sale {
+        let sale = self.sales.get_or_insert(sale_id);
+        if item.sale != sale_id || item.index >= sale.settings.items_per_sale {
             return Err(bad(format!("item {item} is not an item of sale {sale_id}")));
         }
         let code = record
             .code()
             .ok_or_else(|| bad(format!("item {item} added for user {user} without a code")))?;
-        let sale = self.sales.get_or_insert(sale_id);
         let mut stripe = sale.users.lock(user.as_str());
         let slot = match stripe.find(user.as_str()) {
             Some(slot) => slot,

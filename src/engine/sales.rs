@@ -11,13 +11,15 @@
 //! taking a user lock: callers clone the `Arc` and let go.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::domain::SaleId;
 
+use super::config::SaleSettings;
 use super::inventory::Inventory;
 use super::users::UserTable;
 
@@ -30,29 +32,73 @@ pub struct SaleState {
     pub id: SaleId,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
+    /// Fixed for the sale's life: from its `SaleOpened` record, or the
+    /// flags of this start for a sale the log holds nothing of yet.
+    pub settings: SaleSettings,
     pub inventory: Inventory,
     pub users: UserTable,
+    /// Sequence number of the sale's `SaleOpened` record (0: none yet).
+    opened_seq: AtomicU64,
+    /// Serialises the first writes of a sale so exactly one records it.
+    opening: Mutex<()>,
 }
 
 impl SaleState {
-    pub fn new(id: SaleId, items_per_sale: u32, users_max: u32) -> SaleState {
+    pub fn new(id: SaleId, settings: SaleSettings, users_max: u32) -> SaleState {
         SaleState {
             id,
             starts_at: id.starts_at(),
             ends_at: id.ends_at(),
-            inventory: Inventory::new(items_per_sale),
+            settings,
+            inventory: Inventory::new(settings.items_per_sale),
             users: UserTable::new(users_max),
+            opened_seq: AtomicU64::new(0),
+            opening: Mutex::new(()),
         }
     }
 
     pub fn contains(&self, now: DateTime<Utc>) -> bool {
         self.starts_at <= now && now < self.ends_at
     }
+
+    /// Whether the log holds the sale's settings.
+    pub fn is_opened(&self) -> bool {
+        self.opened_seq.load(Ordering::Acquire) != 0
+    }
+
+    /// Runs `record` (which appends the `SaleOpened` record and returns
+    /// its sequence number) unless the sale is recorded already; one
+    /// caller at a time, so the record is written once.
+    pub fn open_once<E>(&self, record: impl FnOnce() -> Result<u64, E>) -> Result<(), E> {
+        if self.is_opened() {
+            return Ok(());
+        }
+        let _opening = self.opening.lock();
+        if self.is_opened() {
+            return Ok(());
+        }
+        let seq = record()?;
+        self.mark_opened(seq);
+        Ok(())
+    }
+
+    pub fn mark_opened(&self, seq: u64) {
+        assert!(seq > 0, "sequence numbers start at 1");
+        let before = self.opened_seq.swap(seq, Ordering::AcqRel);
+        assert_eq!(before, 0, "sale {} opened twice", self.id);
+    }
+
+    /// Nothing happened in the sale yet (no user, no claim).
+    fn is_untouched(&self) -> bool {
+        self.users.users_count() == 0 && self.inventory.bits_set() == 0
+    }
 }
 
 #[derive(Debug)]
 struct Sales {
-    active: Arc<SaleState>,
+    /// Created by the first request that needs it (not at start: the
+    /// engine's time is known only after replay).
+    active: Option<Arc<SaleState>>,
     by_id: BTreeMap<SaleId, Arc<SaleState>>,
 }
 
@@ -60,56 +106,58 @@ struct Sales {
 #[derive(Debug)]
 pub struct SaleTable {
     sales: RwLock<Sales>,
-    items_per_sale: u32,
+    /// What a sale that opens from now on is given (the flags).
+    settings: SaleSettings,
     users_per_sale_max: u32,
     retained_hours: u32,
 }
 
 impl SaleTable {
-    pub fn new(
-        now: DateTime<Utc>,
-        items_per_sale: u32,
-        users_per_sale_max: u32,
-        retained_hours: u32,
-    ) -> SaleTable {
-        let id = SaleId::containing(now);
-        let active = Arc::new(SaleState::new(id, items_per_sale, users_per_sale_max));
-        let by_id = BTreeMap::from([(id, Arc::clone(&active))]);
+    pub fn new(settings: SaleSettings, users_per_sale_max: u32, retained_hours: u32) -> SaleTable {
         SaleTable {
-            sales: RwLock::new(Sales { active, by_id }),
-            items_per_sale,
+            sales: RwLock::new(Sales {
+                active: None,
+                by_id: BTreeMap::new(),
+            }),
+            settings,
             users_per_sale_max,
             retained_hours,
         }
     }
 
+    /// What a sale not held yet would be given.
+    pub fn settings_for_new(&self) -> SaleSettings {
+        self.settings
+    }
+
     /// The sale containing `now`, switching (and pruning) on a new hour.
+    /// The engine's time never goes back, so neither does the active sale.
     pub fn active(&self, now: DateTime<Utc>) -> Arc<SaleState> {
         {
             let sales = self.sales.read();
-            if sales.active.contains(now) {
-                return Arc::clone(&sales.active);
+            if let Some(active) = sales.active.as_ref().filter(|a| a.contains(now)) {
+                return Arc::clone(active);
             }
         }
         let mut sales = self.sales.write();
-        if !sales.active.contains(now) {
-            let id = SaleId::containing(now);
-            let active = self.get_or_create(&mut sales, id);
-            sales.active = active;
-            let oldest_kept = id.hours_before(self.retained_hours);
-            sales.by_id.retain(|&sale, _| sale >= oldest_kept);
-            assert!(sales.by_id.contains_key(&id));
+        if let Some(active) = sales.active.as_ref().filter(|a| a.contains(now)) {
+            return Arc::clone(active);
         }
-        Arc::clone(&sales.active)
+        let id = SaleId::containing(now);
+        if let Some(previous) = &sales.active {
+            assert!(previous.id < id, "the active sale never goes back");
+        }
+        let active = self.get_or_create(&mut sales, id);
+        sales.active = Some(Arc::clone(&active));
+        let oldest_kept = id.hours_before(self.retained_hours);
+        sales.by_id.retain(|&sale, _| sale >= oldest_kept);
+        assert!(sales.by_id.contains_key(&id));
+        active
     }
 
     fn get_or_create(&self, sales: &mut Sales, id: SaleId) -> Arc<SaleState> {
         let state = sales.by_id.entry(id).or_insert_with(|| {
-            Arc::new(SaleState::new(
-                id,
-                self.items_per_sale,
-                self.users_per_sale_max,
-            ))
+            Arc::new(SaleState::new(id, self.settings, self.users_per_sale_max))
         });
         Arc::clone(state)
     }
@@ -126,6 +174,41 @@ impl SaleTable {
         }
         let mut sales = self.sales.write();
         self.get_or_create(&mut sales, id)
+    }
+
+    /// Replay of a `SaleOpened` record: the sale with the recorded
+    /// settings. A sale held already must be untouched (then it is
+    /// replaced) or have the same settings.
+    pub fn open_from_log(
+        &self,
+        id: SaleId,
+        settings: SaleSettings,
+        seq: u64,
+    ) -> Result<Arc<SaleState>, String> {
+        let mut sales = self.sales.write();
+        let held = sales.by_id.get(&id).cloned();
+        let state = match held {
+            Some(held) if held.is_opened() => {
+                return Err(format!("sale {id} is opened a second time"));
+            }
+            Some(held) if held.settings == settings => held,
+            Some(held) if !held.is_untouched() => {
+                return Err(format!(
+                    "sale {id} opens with {settings:?}, but records before it used {:?}",
+                    held.settings
+                ));
+            }
+            _ => {
+                let fresh = Arc::new(SaleState::new(id, settings, self.users_per_sale_max));
+                sales.by_id.insert(id, Arc::clone(&fresh));
+                if sales.active.as_ref().is_some_and(|a| a.id == id) {
+                    sales.active = Some(Arc::clone(&fresh));
+                }
+                fresh
+            }
+        };
+        state.mark_opened(seq);
+        Ok(state)
     }
 
     /// The held sales other than `active`, newest first: where a code
@@ -151,13 +234,18 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    const SETTINGS: SaleSettings = SaleSettings {
+        items_per_sale: 10,
+        user_limit: 2,
+    };
+
     fn at_hour(hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 21, hour, 30, 0).unwrap()
     }
 
     #[test]
     fn active_sale_follows_the_clock_and_old_sales_are_dropped() {
-        let table = SaleTable::new(at_hour(0), 10, 100, 3);
+        let table = SaleTable::new(SETTINGS, 100, 3);
         let first = table.active(at_hour(0));
         assert_eq!(first.id.to_string(), "2026112100");
         assert!(Arc::ptr_eq(&first, &table.active(at_hour(0))));
@@ -172,7 +260,7 @@ mod tests {
 
     #[test]
     fn other_sales_are_listed_newest_first() {
-        let table = SaleTable::new(at_hour(5), 10, 100, 24);
+        let table = SaleTable::new(SETTINGS, 100, 24);
         let older = table.get_or_insert(SaleId::containing(at_hour(1)));
         let newer = table.get_or_insert(SaleId::containing(at_hour(3)));
         let active = table.active(at_hour(5));

@@ -8,7 +8,7 @@ use crate::engine::{
 };
 
 use super::fixtures::{at_minutes, user, Fixture};
-use super::{EngineConfig, EngineConfigError, EngineError};
+use super::{EngineConfig, EngineConfigError, EngineError, SaleStatus};
 
 fn bought(index: u32) -> PurchaseItem {
     PurchaseItem {
@@ -71,7 +71,12 @@ fn checkouts_of_a_user_share_one_cart_and_code() {
     assert_eq!(second.items, vec![f.item(1), f.item(5)]);
     let other = f.cart("bob", 1);
     assert_ne!(other.code, cart.code, "carts are per user");
-    let Record::Checkout(record) = f.journal.records()[0].clone() else {
+    let records = f.journal.records();
+    let Record::SaleOpened(opened) = &records[0] else {
+        panic!("the sale's settings come first");
+    };
+    assert_eq!((opened.items_per_sale, opened.user_limit), (8, 3));
+    let Record::Checkout(record) = records[1].clone() else {
         panic!("checkout record expected");
     };
     assert_eq!(record.item_id, "2026112120-1");
@@ -245,7 +250,7 @@ fn past_sales_are_kept_for_the_retention_then_dropped() {
 }
 
 #[test]
-fn reads_show_untouched_sales_as_unsold_and_hide_future_ones() {
+fn reads_show_untouched_sales_as_unsold_and_the_next_day_as_upcoming() {
     let f = Fixture::small();
     let sale = f.sale();
     let cart = f.cart("alice", 3);
@@ -261,7 +266,19 @@ fn reads_show_untouched_sales_as_unsold_and_hide_future_ones() {
     );
     let earlier = sale.hours_before(5);
     assert_eq!(f.engine.sale(earlier).map(|s| s.items_sold), Some(0));
-    assert_eq!(f.engine.sale(SaleId::containing(at_minutes(60))), None);
+    let next = f.engine.sale(SaleId::containing(at_minutes(60))).unwrap();
+    assert_eq!(next.status, SaleStatus::Upcoming);
+    assert_eq!(
+        (next.items_sold, next.total_items, next.user_limit),
+        (0, 8, 3)
+    );
+    assert_eq!(
+        f.engine.sale(sale.hours_before(5)).unwrap().status,
+        SaleStatus::Ended
+    );
+    assert_eq!(view.status, SaleStatus::Active);
+    let beyond = SaleId::containing(at_minutes(25 * 60));
+    assert_eq!(f.engine.sale(beyond), None, "more than a day ahead");
     let page = f.engine.items(sale, 2, 3, false).unwrap();
     assert_eq!(page.total, 8);
     let sold: Vec<(u32, bool)> = page.items.iter().map(|i| (i.id.index, i.sold)).collect();
@@ -271,10 +288,11 @@ fn reads_show_untouched_sales_as_unsold_and_hide_future_ones() {
     let indices: Vec<u32> = available.items.iter().map(|i| i.id.index).collect();
     assert_eq!(indices, vec![2, 4, 5, 6, 7]);
     assert_eq!(f.engine.items(earlier, 0, 2, true).unwrap().total, 8);
-    assert!(f
+    let upcoming = f
         .engine
-        .items(SaleId::containing(at_minutes(120)), 0, 1, false)
-        .is_none());
+        .items(SaleId::containing(at_minutes(120)), 0, 1, false);
+    assert_eq!(upcoming.unwrap().items.len(), 1, "the next day is listed");
+    assert!(f.engine.items(beyond, 0, 1, false).is_none());
 }
 
 #[test]

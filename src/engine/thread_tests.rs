@@ -53,7 +53,7 @@ fn check_story(records: &[Record]) {
     let mut open_cart: BTreeMap<String, u128> = BTreeMap::new();
     for record in records {
         match record {
-            Record::SaleOpened(_) => {}
+            Record::SaleOpened(_) | Record::ForeignCode(_) => {}
             Record::Checkout(c) => {
                 if c.outcome == (CheckoutOutcome::Added { opened_cart: true }) {
                     let code = c.code.unwrap();

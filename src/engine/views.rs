@@ -82,12 +82,32 @@ impl PurchaseView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaleView {
     pub id: SaleId,
+    pub status: SaleStatus,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub total_items: u32,
     pub items_sold: u32,
     pub items_available: u32,
     pub user_limit: u32,
+}
+
+/// Where a sale stands relative to the engine's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleStatus {
+    Upcoming,
+    Active,
+    Ended,
+}
+
+impl SaleStatus {
+    /// The contract's `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleStatus::Upcoming => "upcoming",
+            SaleStatus::Active => "active",
+            SaleStatus::Ended => "ended",
+        }
+    }
 }
 
 /// One page of a sale's items.

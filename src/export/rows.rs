@@ -85,7 +85,7 @@ impl RowBatch {
                 Record::Checkout(checkout) => batch.push_checkout(seq, checkout),
                 Record::Purchase(purchase) => batch.push_purchase(seq, purchase),
                 // Exported by the export's own change (sale settings).
-                Record::SaleOpened(_) => {}
+                Record::SaleOpened(_) | Record::ForeignCode(_) => {}
             }
         }
         Ok(batch)

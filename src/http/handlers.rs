@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
+use crate::domain::{ItemId, PurchaseCode, SaleId, UserId};
 use crate::engine::{CartView, ItemsPage, PurchaseView, Rejection, SaleView, ITEMS_PAGE_LIMIT_MAX};
 
 /// Items of a listing page when the client names no `limit`.
@@ -165,8 +165,8 @@ pub(super) async fn purchase(
     state: web::Data<AppState>,
     query: web::Query<PurchaseQuery>,
 ) -> Answer {
-    let code = CheckoutCode::parse(query.code.as_deref().unwrap_or(""))?;
-    let view = state.service.purchase(code).await?.map_err(|rejection| {
+    let code = PurchaseCode::parse(query.code.as_deref().unwrap_or(""))?;
+    let view = state.service.purchase(&code).await?.map_err(|rejection| {
         let message = match rejection {
             Rejection::CheckoutNotFound => format!("no cart has code {code}"),
             Rejection::SaleNotActive => format!("the sale of cart {code} is over"),
@@ -180,6 +180,7 @@ pub(super) async fn purchase(
 #[derive(Serialize)]
 struct SaleBody {
     id: String,
+    status: &'static str,
     starts_at: String,
     ends_at: String,
     total_items: u32,
@@ -192,6 +193,7 @@ impl From<&SaleView> for SaleBody {
     fn from(sale: &SaleView) -> SaleBody {
         SaleBody {
             id: sale.id.to_string(),
+            status: sale.status.as_str(),
             starts_at: rfc3339(sale.starts_at),
             ends_at: rfc3339(sale.ends_at),
             total_items: sale.total_items,
