@@ -93,16 +93,21 @@ impl TableRows {
 pub async fn claim_cursor(client: &Client, log_id: u128) -> Result<u64, ExportError> {
     let ours = log_id_text(log_id);
     let adopted = client
-        .execute(
-            "UPDATE export_cursor SET log_id = $2 WHERE stream = $1 AND log_id IS NULL",
+        .query_opt(
+            "UPDATE export_cursor SET log_id = $2 WHERE stream = $1 AND log_id IS NULL
+             RETURNING last_seq",
             &[&LOG_STREAM, &ours],
         )
         .await?;
-    if adopted == 1 {
-        tracing::warn!(
+    match adopted.map(|row| row.try_get::<_, i64>(0)).transpose()? {
+        Some(0) => tracing::info!(log_id = %ours, "the export now belongs to this log"),
+        Some(last_seq) => tracing::warn!(
             log_id = %ours,
-            "the export cursor named no log: it now belongs to this one"
-        );
+            last_seq,
+            "the export cursor named no log (an export from before log identities): \
+             it is taken to be this log's"
+        ),
+        None => {}
     }
     let row = client
         .query_opt(

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 use crate::engine::Record;
+use crate::export::backoff::Backoff;
 use crate::export::batch::{claim_cursor, write_batch, CursorMove, SaleSettings, TableRows};
 use crate::export::rows::RowBatch;
 use crate::export::schema::migrate;
@@ -169,7 +170,10 @@ impl Exporter {
                     return Ok(());
                 }
             };
-            if self.durable_seq().map_or(true, |durable| durable <= exported) {
+            if self
+                .durable_seq()
+                .map_or(true, |durable| durable <= exported)
+            {
                 return Ok(());
             }
         }
@@ -377,34 +381,6 @@ async fn sleep_unless_shutdown(shutdown: &Shutdown, pause: Duration) -> bool {
     }
 }
 
-/// Exponential backoff: `initial`, doubling, at most `max`.
-#[derive(Debug)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    fn next_pause(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (self.next * 2).min(self.max);
-        pause
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,15 +389,6 @@ mod tests {
     fn records(seqs: &[u64]) -> Vec<(u64, Record)> {
         let record = unknown_code_purchase(1);
         seqs.iter().map(|seq| (*seq, record.clone())).collect()
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_max_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let pauses: Vec<u128> = (0..4).map(|_| backoff.next_pause().as_millis()).collect();
-        assert_eq!(pauses, [100, 200, 350, 350]);
-        backoff.reset();
-        assert_eq!(backoff.next_pause(), Duration::from_millis(100));
     }
 
     #[test]

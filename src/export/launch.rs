@@ -151,8 +151,7 @@ async fn follow_log(config: ExportConfig, wal: Arc<Wal>) -> Result<(), ExportErr
     let stop = shutdown::signal();
     let shutdown = Shutdown::new();
     let source = Box::new(WalSource::new(wal));
-    let (mut handle, status) =
-        spawn_exporter(config, source, &Registry::new(), shutdown.clone())?;
+    let (mut handle, status) = spawn_exporter(config, source, &Registry::new(), shutdown.clone())?;
     let ended = tokio::select! {
         () = stop => None,
         ended = &mut handle => Some(ended),

@@ -27,12 +27,13 @@
 //!   server which log segments may be deleted.
 //!
 //! Layout: `source` (where records come from; `wal_source` reads the
-//! write-ahead log), `rows` (records as rows),
-//! `copy` (binary COPY writer), `schema` (versioned migrations), `batch`
-//! (one batch = one transaction), `exporter` (the loop: cursor, backoff,
-//! status), `status` (status for `/health`, metrics), `launch` (how
-//! `serve` and `export` start it and stop it).
+//! write-ahead log), `rows` (records as rows), `copy` (binary COPY
+//! writer), `schema` (versioned migrations), `batch` (one batch = one
+//! transaction), `exporter` (the loop: cursor, backoff, refusal, last
+//! pass, status; `backoff` its pauses), `status` (status for `/health`,
+//! metrics), `launch` (how `serve` and `export` start it and stop it).
 
+mod backoff;
 pub mod batch;
 pub mod copy;
 pub mod exporter;

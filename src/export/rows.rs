@@ -311,8 +311,7 @@ impl CopyRow for PurchaseItemRow {
 
 impl CopyRow for SaleOpeningRow {
     const TABLE: &'static str = "sale_openings";
-    const COLUMNS: &'static [&'static str] =
-        &["seq", "at", "sale_id", "total_items", "user_limit"];
+    const COLUMNS: &'static [&'static str] = &["seq", "at", "sale_id", "total_items", "user_limit"];
     fn encode(&self, row: &mut RowEncoder<'_>) {
         row.int8(self.seq);
         row.timestamp_unix_ms(self.at_unix_ms);
@@ -449,7 +448,10 @@ mod tests {
         assert_eq!(batch.sale_openings.len(), 2, "one row per record");
         let sale = SaleId::from_number(SALE).unwrap();
         let opening = batch.openings[&sale];
-        assert_eq!((opening.seq, opening.items_per_sale, opening.user_limit), (1, 5, 3));
+        assert_eq!(
+            (opening.seq, opening.items_per_sale, opening.user_limit),
+            (1, 5, 3)
+        );
         assert!(batch.sales.contains(&sale));
     }
 
