@@ -1018,7 +1018,10 @@ async fn another_logs_records_never_mix_into_the_export() {
     };
     assert_eq!(
         (database_log_id.as_str(), log_id.as_str()),
-        ("aaaa0000000000000000000000000001", "bbbb0000000000000000000000000002")
+        (
+            "aaaa0000000000000000000000000001",
+            "bbbb0000000000000000000000000002"
+        )
     );
     assert!(error.to_string().contains("aaaa0000"), "{error}");
     assert!(error.to_string().contains("bbbb0000"), "{error}");
@@ -1031,11 +1034,17 @@ async fn another_logs_records_never_mix_into_the_export() {
         .await
         .expect("a refused exporter stops by itself")
         .unwrap();
-    assert!(matches!(ended, Err(ExportError::OtherLog { .. })), "{ended:?}");
+    assert!(
+        matches!(ended, Err(ExportError::OtherLog { .. })),
+        "{ended:?}"
+    );
     let snapshot = exporter.status.snapshot();
     assert_eq!(snapshot.state, "refused");
     let reason = snapshot.last_error.unwrap();
-    assert!(reason.contains("another log") || reason.contains("mix"), "{reason}");
+    assert!(
+        reason.contains("another log") || reason.contains("mix"),
+        "{reason}"
+    );
     assert_eq!(refusals_total(&registry), 1.0);
     assert_tables_match(&client, &records[..300]).await;
 }
