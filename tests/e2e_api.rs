@@ -26,8 +26,8 @@ async fn post_refused(server: &Server, path: &str, status: u16, code: &str) -> s
 
 /// The id of the sale an hour after `sale` (`YYYYMMDDHH`).
 fn next_sale_id(sale: &str) -> String {
-    let start = chrono::NaiveDateTime::parse_from_str(&format!("{sale}0000"), "%Y%m%d%H%M%S")
-        .unwrap();
+    let start =
+        chrono::NaiveDateTime::parse_from_str(&format!("{sale}0000"), "%Y%m%d%H%M%S").unwrap();
     (start + chrono::Duration::hours(1))
         .format("%Y%m%d%H")
         .to_string()

@@ -1,7 +1,8 @@
 //! The export of the real binary: kill -9 of the server under load, several
 //! times, while it exports every second; after a clean restart PostgreSQL
 //! holds every durable record exactly once, and `flashsale export --once`
-//! of the same log directory gives the same tables.
+//! of the same log directory gives the same tables; `flashsale export`
+//! refuses a database that holds another log's export.
 //!
 //! Needs PostgreSQL like `tests/export_postgres.rs`
 //! (`FLASHSALE_TEST_DATABASE_URL`, default
@@ -64,12 +65,13 @@ async fn wait_until_caught_up(server: &Server) -> u64 {
     }
 }
 
-/// `seq` runs from 1 to `durable` over both record tables, once each.
+/// `seq` runs from 1 to `durable` over the record tables, once each.
 async fn assert_exactly_once(client: &Client, durable: u64) {
     let row = client
         .query_one(
             "SELECT count(*), count(DISTINCT seq), coalesce(min(seq), 0), coalesce(max(seq), 0)
-             FROM (SELECT seq FROM checkout_attempts UNION ALL SELECT seq FROM purchases) s",
+             FROM (SELECT seq FROM checkout_attempts UNION ALL SELECT seq FROM purchases
+                   UNION ALL SELECT seq FROM sale_openings) s",
             &[],
         )
         .await
@@ -137,4 +139,62 @@ async fn export_is_exactly_once_across_kill_9_of_the_server() {
     let offline_client = connect_or_fail(&offline.url).await;
     assert_exactly_once(&offline_client, durable).await;
     assert_eq!(dump(&live_client).await, dump(&offline_client).await);
+}
+
+/// `flashsale export` on a database that holds another log's export: a
+/// non-zero exit, one line on stderr naming both logs, nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_export_refuses_a_database_of_another_log() {
+    use flashsale::engine::{PurchaseOutcome, PurchaseRecord, Record, Rejection};
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal_config = flashsale_wal::WalConfig::new(dir.path().join("wal"));
+    let wal = flashsale_wal::Wal::open(wal_config).expect("open the log");
+    for code in 1..=20u128 {
+        let record = Record::Purchase(PurchaseRecord {
+            at_unix_ms: 1_795_291_200_000,
+            sale_id: None,
+            user_id: None,
+            code,
+            outcome: PurchaseOutcome::Rejected(Rejection::CheckoutNotFound),
+            items: vec![],
+        });
+        let payload = flashsale::journal::encode(&record).expect("encode");
+        wal.append(&payload).expect("append");
+    }
+    wal.wait_durable(20).expect("durable");
+    wal.close();
+    drop(wal);
+    let export = || {
+        Command::new(common::binary())
+            .args(["export", "--once", "--database-url", db.url.as_str()])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run flashsale export")
+    };
+    assert!(export().status.success());
+    let client = connect_or_fail(&db.url).await;
+    client
+        .batch_execute(
+            "UPDATE export_cursor SET log_id = 'ffffffffffffffffffffffffffffffff', last_seq = 10;
+             DELETE FROM purchases WHERE seq > 10;",
+        )
+        .await
+        .expect("make the export another log's");
+    let refused = export();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("ffffffffffffffffffffffffffffffff"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refusing to mix"), "{stderr}");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM purchases", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 10, "nothing written for another log");
 }

@@ -18,12 +18,12 @@ use common::postgres::{dump, TestDatabase};
 use flashsale::domain::{CheckoutCode, ItemId, SaleId};
 use flashsale::engine::{
     CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseItem, PurchaseOutcome, PurchaseRecord,
-    Record, Rejection,
+    Record, Rejection, SaleOpenedRecord,
 };
-use flashsale::export::schema::migrate;
+use flashsale::export::schema::{migrate, MIGRATIONS};
 use flashsale::export::{
     export_once, spawn_exporter, ExportConfig, ExportError, ExportStatus, MemorySource,
-    RecordSource, SourceError, WalSource,
+    RecordSource, RunningExporter, SourceError, WalSource,
 };
 use flashsale::journal;
 use flashsale::shutdown::Shutdown;
@@ -307,14 +307,17 @@ fn expected_purchases(records: &[Record]) -> (Vec<PurchaseTuple>, Vec<(i64, Stri
             PurchaseOutcome::Replayed => "replayed".into(),
             PurchaseOutcome::Rejected(rejection) => rejection_code(rejection),
         };
+        // A replayed purchase acted on nothing: no counts, no items.
+        let acted_on: &[PurchaseItem] = match p.outcome {
+            PurchaseOutcome::Replayed => &[],
+            _ => &p.items,
+        };
         let mut seen = BTreeSet::new();
-        let distinct: Vec<&PurchaseItem> = p
-            .items
+        let distinct: Vec<&PurchaseItem> = acted_on
             .iter()
             .filter(|i| seen.insert(i.item_index))
             .collect();
-        let bought = p
-            .items
+        let bought = acted_on
             .iter()
             .filter(|i| i.outcome == ItemOutcome::Bought)
             .count();
@@ -326,7 +329,7 @@ fn expected_purchases(records: &[Record]) -> (Vec<PurchaseTuple>, Vec<(i64, Stri
             CheckoutCode::from_u128(p.code).to_string(),
             outcome,
             bought as i32,
-            (p.items.len() - bought) as i32,
+            (acted_on.len() - bought) as i32,
         ));
         for item in distinct {
             let sale = p.sale_id.unwrap();
@@ -402,15 +405,28 @@ async fn cursor(client: &Client) -> i64 {
         .get(0)
 }
 
+async fn sale_opening_seqs(client: &Client) -> Vec<i64> {
+    let rows = client
+        .query("SELECT seq FROM sale_openings ORDER BY seq", &[])
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
 /// Every table holds exactly the rows of `records`: no duplicate, no gap,
 /// nothing else.
 async fn assert_tables_match(client: &Client, records: &[Record]) {
     assert_eq!(cursor(client).await, records.len() as i64);
     let checkouts = checkout_rows(client).await;
     let purchases = purchase_rows(client).await;
-    assert_eq!(checkouts.len() + purchases.len(), records.len());
+    let openings = sale_opening_seqs(client).await;
+    assert_eq!(
+        checkouts.len() + purchases.len() + openings.len(),
+        records.len()
+    );
     let mut seqs: Vec<i64> = checkouts.iter().map(|r| r.0).collect();
     seqs.extend(purchases.iter().map(|r| r.0));
+    seqs.extend(openings);
     seqs.sort_unstable();
     assert!(
         seqs.iter().enumerate().all(|(i, seq)| *seq == i as i64 + 1),
@@ -479,7 +495,7 @@ async fn assert_sales_and_items(client: &Client, records: &[Record]) {
 
 /// An exporter on its own task, with the `Shutdown` that stops it.
 struct Spawned {
-    handle: JoinHandle<()>,
+    handle: JoinHandle<Result<(), ExportError>>,
     status: ExportStatus,
     shutdown: Shutdown,
 }
@@ -499,7 +515,7 @@ impl Spawned {
     /// Begins the shutdown and waits until the exporter has stopped.
     async fn stop(self) {
         self.shutdown.begin();
-        self.handle.await.unwrap();
+        self.handle.await.unwrap().unwrap();
     }
 
     /// Kills the task wherever it is (as kill -9 would); returns the cursor
@@ -556,7 +572,11 @@ async fn migrations_run_twice_are_harmless() {
     let mut applied = a.unwrap();
     applied.extend(b.unwrap());
     applied.sort_unstable();
-    assert_eq!(applied, [1, 2, 3], "each migration applied exactly once");
+    assert_eq!(
+        applied,
+        [1, 2, 3, 4, 5, 6],
+        "each migration applied exactly once"
+    );
     let records = Generator::new(2).records(700);
     export_once(config(&db), Box::new(MemorySource::new(records.clone())))
         .await
@@ -567,7 +587,7 @@ async fn migrations_run_twice_are_harmless() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 3);
+    assert_eq!(versions, 6);
     assert_tables_match(&first, &records).await;
     // A schema from the future is refused, not written to.
     first
@@ -822,6 +842,9 @@ async fn gaps_and_a_cursor_ahead_of_the_log_are_refused() {
         fn durable_seq(&self) -> u64 {
             self.0.len() as u64
         }
+        fn log_id(&self) -> u128 {
+            MemorySource::DEFAULT_LOG_ID
+        }
     }
     let db = TestDatabase::create().await;
     let records = Generator::new(8).records(400);
@@ -946,4 +969,347 @@ async fn the_documented_queries_run() {
         .unwrap();
     let sold: i64 = summary.get(0);
     assert!(sold > 0);
+}
+
+// ---------------------------------------------------------------------------
+// One database, one log.
+
+const LOG_A: u128 = 0xaaaa_0000_0000_0000_0000_0000_0000_0001;
+const LOG_B: u128 = 0xbbbb_0000_0000_0000_0000_0000_0000_0002;
+
+async fn cursor_log_id(client: &Client) -> Option<String> {
+    client
+        .query_one("SELECT log_id FROM export_cursor", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn refusals_total(registry: &prometheus::Registry) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "export_refusals_total")
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_logs_records_never_mix_into_the_export() {
+    let db = TestDatabase::create().await;
+    let client = db.client().await;
+    let records = Generator::new(20).records(600);
+    let log_a = MemorySource::new(records[..300].to_vec()).with_log_id(LOG_A);
+    export_once(config(&db), Box::new(log_a)).await.unwrap();
+    assert_eq!(cursor_log_id(&client).await, Some(format!("{LOG_A:032x}")));
+
+    // Log B is longer, so without the identity it would be appended.
+    let log_b = MemorySource::new(records.clone()).with_log_id(LOG_B);
+    let error = export_once(config(&db), Box::new(log_b.clone()))
+        .await
+        .unwrap_err();
+    let ExportError::OtherLog {
+        database_log_id,
+        log_id,
+    } = &error
+    else {
+        panic!("{error}");
+    };
+    assert_eq!(
+        (database_log_id.as_str(), log_id.as_str()),
+        (
+            "aaaa0000000000000000000000000001",
+            "bbbb0000000000000000000000000002"
+        )
+    );
+    assert!(error.to_string().contains("aaaa0000"), "{error}");
+    assert!(error.to_string().contains("bbbb0000"), "{error}");
+    assert_tables_match(&client, &records[..300]).await;
+
+    // The running exporter stops instead of retrying, and says why.
+    let registry = prometheus::Registry::new();
+    let exporter = Spawned::start(config(&db), &log_b, &registry);
+    let ended = tokio::time::timeout(Duration::from_secs(30), exporter.handle)
+        .await
+        .expect("a refused exporter stops by itself")
+        .unwrap();
+    assert!(
+        matches!(ended, Err(ExportError::OtherLog { .. })),
+        "{ended:?}"
+    );
+    let snapshot = exporter.status.snapshot();
+    assert_eq!(snapshot.state, "refused");
+    let reason = snapshot.last_error.unwrap();
+    assert!(
+        reason.contains("another log") || reason.contains("mix"),
+        "{reason}"
+    );
+    assert_eq!(refusals_total(&registry), 1.0);
+    assert_tables_match(&client, &records[..300]).await;
+}
+
+/// A database exported before log identities existed: its cursor has no
+/// identity, its replayed purchases repeat their items. The first export
+/// after the upgrade migrates it, adopts the log it reads, and refuses any
+/// other log afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_log_identities_adopts_the_first_log() {
+    let db = TestDatabase::create().await;
+    let client = db.client().await;
+    for migration in &MIGRATIONS[..3] {
+        client.batch_execute(migration.sql).await.unwrap();
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, now()), (2, now()), (3, now());",
+        )
+        .await
+        .unwrap();
+    let records = cart_bought_twice(0xc0de);
+    // What the exporter of version 3 wrote for the first three records.
+    client
+        .batch_execute(
+            "INSERT INTO sales VALUES ('2026112120', '2026-11-21 20:00+00', '2026-11-21 21:00+00', 50, 10);
+             INSERT INTO checkout_attempts VALUES
+               (1, '2026-11-21 20:00:01+00', '2026112120', 'alice', '2026112120-1',
+                '0000000000000000000000000000c0de', 'ok');
+             INSERT INTO purchases VALUES
+               (2, '2026-11-21 20:00:02+00', '2026112120', 'alice',
+                '0000000000000000000000000000c0de', 'ok', 2, 1),
+               (3, '2026-11-21 20:00:03+00', '2026112120', 'alice',
+                '0000000000000000000000000000c0de', 'replayed', 2, 1);
+             INSERT INTO purchase_items VALUES
+               (2, '2026112120-1', 'bought'), (2, '2026112120-2', 'bought'),
+               (2, '2026112120-3', 'sold_out'),
+               (3, '2026112120-1', 'bought'), (3, '2026112120-2', 'bought'),
+               (3, '2026112120-3', 'sold_out');
+             UPDATE export_cursor SET last_seq = 3;",
+        )
+        .await
+        .unwrap();
+    let log = MemorySource::new(records.clone()).with_log_id(LOG_A);
+    let report = export_once(config(&db), Box::new(log)).await.unwrap();
+    assert_eq!((report.cursor_before, report.last_exported_seq), (3, 4));
+    assert_eq!(cursor_log_id(&client).await, Some(format!("{LOG_A:032x}")));
+    assert_eq!(bought_items(&client).await, 2);
+    assert_eq!(replays_of(&client).await, [(3, Some(2)), (4, Some(2))]);
+
+    let other = MemorySource::new(records).with_log_id(LOG_B);
+    let error = export_once(config(&db), Box::new(other)).await.unwrap_err();
+    assert!(matches!(error, ExportError::OtherLog { .. }), "{error}");
+}
+
+// ---------------------------------------------------------------------------
+// Replayed purchases.
+
+/// A checkout, its purchase (2 items bought, 1 sold out) and two repeats of
+/// that purchase.
+fn cart_bought_twice(code: u128) -> Vec<Record> {
+    let at = SaleId::from_number(SALE_A)
+        .unwrap()
+        .starts_at()
+        .timestamp_millis();
+    let items = vec![
+        PurchaseItem {
+            item_index: 1,
+            outcome: ItemOutcome::Bought,
+        },
+        PurchaseItem {
+            item_index: 2,
+            outcome: ItemOutcome::Bought,
+        },
+        PurchaseItem {
+            item_index: 3,
+            outcome: ItemOutcome::SoldOut,
+        },
+    ];
+    let purchase = |at_unix_ms, outcome| {
+        Record::Purchase(PurchaseRecord {
+            at_unix_ms,
+            sale_id: Some(SALE_A),
+            user_id: Some("alice".into()),
+            code,
+            outcome,
+            items: items.clone(),
+        })
+    };
+    vec![
+        checkout(at + 1_000, SALE_A, "alice".into(), 1, Some(code), {
+            CheckoutOutcome::Added { opened_cart: true }
+        }),
+        purchase(at + 2_000, PurchaseOutcome::Completed),
+        purchase(at + 3_000, PurchaseOutcome::Replayed),
+        purchase(at + 4_000, PurchaseOutcome::Replayed),
+    ]
+}
+
+async fn bought_items(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM purchase_items WHERE outcome = 'bought'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn replays_of(client: &Client) -> Vec<(i64, Option<i64>)> {
+    client
+        .query(
+            "SELECT seq, replay_of FROM purchases WHERE outcome = 'replayed' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// One record per batch, so the repeat and its original never share one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_made_twice_counts_its_bought_items_once() {
+    let db = TestDatabase::create().await;
+    let records = cart_bought_twice(0xc0de);
+    let config = ExportConfig {
+        batch_records_max: 1,
+        ..config(&db)
+    };
+    export_once(config, Box::new(MemorySource::new(records.clone())))
+        .await
+        .unwrap();
+    let client = db.client().await;
+    assert_eq!(bought_items(&client).await, 2);
+    assert_eq!(replays_of(&client).await, [(3, Some(2)), (4, Some(2))]);
+    let summary = client
+        .query_one(
+            "SELECT items_sold, purchases FROM sale_summary WHERE sale_id = '2026112120'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((summary.get::<_, i64>(0), summary.get::<_, i64>(1)), (2, 1));
+    let sold: i64 = client
+        .query_one("SELECT sum(total_purchased) FROM purchases", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sold, 2);
+    assert_tables_match(&client, &records).await;
+}
+
+// ---------------------------------------------------------------------------
+// Sale settings.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_takes_its_settings_from_its_log_and_not_from_the_flags() {
+    let db = TestDatabase::create().await;
+    let at = SaleId::from_number(SALE_A)
+        .unwrap()
+        .starts_at()
+        .timestamp_millis();
+    let records = vec![
+        Record::SaleOpened(SaleOpenedRecord {
+            at_unix_ms: at,
+            sale_id: SALE_A,
+            items_per_sale: 5,
+            user_limit: 2,
+        }),
+        checkout(at + 1, SALE_A, "alice".into(), 4, Some(9), {
+            CheckoutOutcome::Added { opened_cart: true }
+        }),
+        // Sale B comes from a log written before sales were opened.
+        checkout(at + 2, SALE_B, "bob".into(), 7, Some(10), {
+            CheckoutOutcome::Added { opened_cart: true }
+        }),
+    ];
+    let config = ExportConfig {
+        batch_records_max: 1,
+        user_limit: 10,
+        ..config(&db)
+    };
+    export_once(config, Box::new(MemorySource::new(records.clone())))
+        .await
+        .unwrap();
+    let client = db.client().await;
+    let sales: Vec<(String, i32, i32, Option<i64>)> = client
+        .query(
+            "SELECT sale_id, total_items, user_limit, opened_seq FROM sales ORDER BY sale_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        sales,
+        [
+            ("2026112120".to_string(), 5, 2, Some(1)),
+            ("2026112121".to_string(), ITEMS_PER_SALE as i32, 10, None),
+        ]
+    );
+    let items: Vec<(String, i64)> = client
+        .query(
+            "SELECT sale_id, count(*) FROM items GROUP BY sale_id ORDER BY sale_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        items,
+        [
+            ("2026112120".to_string(), 5),
+            ("2026112121".to_string(), i64::from(ITEMS_PER_SALE)),
+        ]
+    );
+    assert_eq!(sale_opening_seqs(&client).await, [1]);
+    assert_eq!(cursor(&client).await, 3);
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown.
+
+/// Records appended while the exporter sleeps between two runs are all in
+/// PostgreSQL once `join` returns: nothing durable is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_no_durable_record_unexported() {
+    let db = TestDatabase::create().await;
+    let mut generator = Generator::new(21);
+    let source = MemorySource::new(generator.records(1_000));
+    let config = ExportConfig {
+        interval: Duration::from_secs(3600),
+        ..config(&db)
+    };
+    let shutdown = Shutdown::new();
+    let exporter = RunningExporter::start(
+        config,
+        Box::new(source.clone()),
+        &prometheus::Registry::new(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let status = exporter.status();
+    wait_until_exported(&status, 1_000, Duration::from_secs(60)).await;
+    for record in generator.records(14_000) {
+        source.push(record);
+    }
+    shutdown.begin();
+    exporter.join().await;
+    assert_eq!(status.last_exported_seq(), 15_000);
+    assert_eq!(status.lag_records(), 0);
+    let records: Vec<Record> = source
+        .clone()
+        .read_batch(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_tables_match(&db.client().await, &records).await;
 }

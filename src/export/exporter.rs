@@ -6,6 +6,14 @@
 //! COMMIT leaves it unknown whether the last batch landed. PostgreSQL's
 //! cursor is the only truth, so the in-memory copy is thrown away with the
 //! connection and never trusted across one.
+//!
+//! Why a refusal ends the loop: a database that holds another log's export
+//! stays so whatever the exporter waits for; retrying it would only hide,
+//! behind a `retrying` state, that nothing will ever be exported.
+//!
+//! Why a last pass at shutdown: the records written since the last
+//! interval would otherwise wait for the next start (or, if the log is
+//! then moved elsewhere, for ever); exporting them takes seconds.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 use crate::engine::Record;
-use crate::export::batch::{read_cursor, write_batch, SaleSettings, TableRows};
+use crate::export::backoff::Backoff;
+use crate::export::batch::{claim_cursor, write_batch, CursorMove, SaleSettings, TableRows};
 use crate::export::rows::RowBatch;
 use crate::export::schema::migrate;
 use crate::export::status::{ExportMetrics, ExportState, ExportStatus};
@@ -38,16 +47,24 @@ pub struct ExportReport {
     pub rows: TableRows,
 }
 
+/// Passes of the last catch-up at shutdown: a pass exports what was
+/// durable when it began; another follows only if records became durable
+/// meanwhile (requests admitted before the shutdown finishing).
+const LAST_PASSES_MAX: usize = 3;
+
 /// Starts the exporter on the current tokio runtime. It exports every
-/// `config.interval`, retries failures with backoff, and stops between two
-/// batches once `shutdown` begins (aborting the task is safe as well: an
-/// unfinished batch rolls back).
+/// `config.interval` and retries failures with backoff. Once `shutdown`
+/// begins it stops between two batches, exports everything durable at that
+/// moment in a last pass, and ends with `Ok` (aborting the task is safe as
+/// well: an unfinished batch rolls back). It ends early with the error
+/// when the database refuses this log (`ExportError::is_refusal`), its
+/// status then `Refused`.
 pub fn spawn_exporter(
     config: ExportConfig,
     source: Box<dyn RecordSource>,
     registry: &Registry,
     shutdown: Shutdown,
-) -> Result<(JoinHandle<()>, ExportStatus), ExportError> {
+) -> Result<(JoinHandle<Result<(), ExportError>>, ExportStatus), ExportError> {
     config.validate()?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
     let metrics = ExportMetrics::register(registry)?;
@@ -73,6 +90,9 @@ pub async fn export_once(
 
 struct Exporter {
     config: ExportConfig,
+    /// The source's `log_id`, read once: the identity of a log never
+    /// changes.
+    log_id: u128,
     /// `None` only while a blocking read holds it, or after that read
     /// panicked.
     source: Option<Box<dyn RecordSource>>,
@@ -96,6 +116,7 @@ impl Exporter {
     ) -> Exporter {
         Exporter {
             config,
+            log_id: source.log_id(),
             source: Some(source),
             connection: None,
             status,
@@ -103,7 +124,7 @@ impl Exporter {
         }
     }
 
-    async fn run(mut self, shutdown: Shutdown) {
+    async fn run(mut self, shutdown: Shutdown) -> Result<(), ExportError> {
         let mut backoff = Backoff::new(
             self.config.retry_backoff_initial,
             self.config.retry_backoff_max,
@@ -114,6 +135,7 @@ impl Exporter {
                     backoff.reset();
                     self.config.interval
                 }
+                Err(error) if error.is_refusal() => return Err(self.refuse(error)),
                 Err(error) => {
                     let pause = backoff.next_pause();
                     tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "export failed");
@@ -127,10 +149,45 @@ impl Exporter {
                 break;
             }
         }
+        self.last_pass().await?;
         tracing::info!(
             last_exported_seq = self.status.last_exported_seq(),
+            lag_records = self.status.lag_records(),
             "exporter stopped"
         );
+        Ok(())
+    }
+
+    /// Exports what is durable now, once the shutdown has begun: one
+    /// attempt, no retry (the server's grace bounds it anyway).
+    async fn last_pass(&mut self) -> Result<(), ExportError> {
+        for _ in 0..LAST_PASSES_MAX {
+            let exported = match self.catch_up(None).await {
+                Ok(report) => report.last_exported_seq,
+                Err(error) if error.is_refusal() => return Err(self.refuse(error)),
+                Err(error) => {
+                    tracing::warn!(%error, "the last export before stopping failed");
+                    return Ok(());
+                }
+            };
+            if self
+                .durable_seq()
+                .map_or(true, |durable| durable <= exported)
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops for good: says why in the status, the log and the metrics.
+    fn refuse(&self, error: ExportError) -> ExportError {
+        tracing::error!(%error, "export refused: the exporter stops");
+        self.metrics.count_refusal();
+        self.status.set_state(ExportState::Refused {
+            reason: error.to_string(),
+        });
+        error
     }
 
     /// Exports every record durable at the start, batch by batch. Any error
@@ -194,7 +251,12 @@ impl Exporter {
         let Some(connection) = self.connection.as_mut() else {
             unreachable!("catch_up connects before the first batch");
         };
-        let write = write_batch(&mut connection.client, cursor, last_seq, &rows, settings);
+        let cursor_move = CursorMove {
+            log_id: self.log_id,
+            from: cursor,
+            to: last_seq,
+        };
+        let write = write_batch(&mut connection.client, cursor_move, &rows, settings);
         let written = tokio::time::timeout(timeout, write)
             .await
             .map_err(|_| ExportError::Timeout(timeout))??;
@@ -222,10 +284,11 @@ impl Exporter {
         }
         self.connection = None;
         let timeout = self.config.postgres_timeout;
+        let log_id = self.log_id;
         let setup = async {
             let mut client = connect(&self.config.database_url, timeout).await?;
             migrate(&mut client).await?;
-            let cursor = read_cursor(&client).await?;
+            let cursor = claim_cursor(&client, log_id).await?;
             Ok::<_, ExportError>((client, cursor))
         };
         let (client, cursor) = tokio::time::timeout(timeout, setup)
@@ -318,34 +381,6 @@ async fn sleep_unless_shutdown(shutdown: &Shutdown, pause: Duration) -> bool {
     }
 }
 
-/// Exponential backoff: `initial`, doubling, at most `max`.
-#[derive(Debug)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    fn next_pause(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (self.next * 2).min(self.max);
-        pause
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,15 +389,6 @@ mod tests {
     fn records(seqs: &[u64]) -> Vec<(u64, Record)> {
         let record = unknown_code_purchase(1);
         seqs.iter().map(|seq| (*seq, record.clone())).collect()
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_max_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let pauses: Vec<u128> = (0..4).map(|_| backoff.next_pause().as_millis()).collect();
-        assert_eq!(pauses, [100, 200, 350, 350]);
-        backoff.reset();
-        assert_eq!(backoff.next_pause(), Duration::from_millis(100));
     }
 
     #[test]

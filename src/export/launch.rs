@@ -6,9 +6,11 @@
 //! `ExportConfig` and a `RecordSource`.
 //!
 //! What it promises: the exporter beside the server stops when the server's
-//! one `Shutdown` begins, between two batches (`RunningExporter::join`
-//! waits for that, `STOP_GRACE` at most); the offline command closes the
-//! log it opened whatever the outcome of the export.
+//! one `Shutdown` begins, after a last pass that exports everything durable
+//! at that moment (`RunningExporter::join` waits for that, `STOP_GRACE` at
+//! most); the offline command closes the log it opened whatever the outcome
+//! of the export, and fails (non-zero exit) when the database refuses the
+//! log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,21 +21,40 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ExportArgs, ServeArgs, StoreArgs};
 use crate::export::{
-    export_once, spawn_exporter, ExportConfig, ExportError, ExportStatus, WalSource,
+    export_once, spawn_exporter, ExportConfig, ExportError, ExportStatus, RecordSource, WalSource,
 };
 use crate::shutdown::{self, Shutdown};
 
-/// How long `join` lets a batch in flight finish before aborting it (an
-/// aborted batch rolls back and is exported again next time).
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long `join` lets the exporter's last pass run before aborting it (an
+/// aborted batch rolls back; its records stay in the log and are exported
+/// at the next start). The last pass exports what accumulated since the
+/// previous pass: one `--export-interval` of records (5 s by default), a
+/// few tens of thousands under a flash sale's load, which binary COPY
+/// writes in a few seconds. 20 s leaves room for a slow PostgreSQL while
+/// the whole stop stays within a 30 s termination grace of an orchestrator
+/// when requests drain fast.
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// The exporter running on its own task beside the server.
 pub struct RunningExporter {
-    handle: JoinHandle<()>,
+    handle: JoinHandle<Result<(), ExportError>>,
     status: ExportStatus,
 }
 
 impl RunningExporter {
+    /// Starts `source`'s exporter on the current runtime; it stops once
+    /// `shutdown` begins (after its last pass) or when the database
+    /// refuses the log.
+    pub fn start(
+        config: ExportConfig,
+        source: Box<dyn RecordSource>,
+        registry: &Registry,
+        shutdown: Shutdown,
+    ) -> Result<RunningExporter, ExportError> {
+        let (handle, status) = spawn_exporter(config, source, registry, shutdown)?;
+        Ok(RunningExporter { handle, status })
+    }
+
     /// Progress, for `/health` and for deciding which log segments may go:
     /// only segments whose records are all at or below
     /// `status().last_exported_seq()` are exported.
@@ -47,14 +68,16 @@ impl RunningExporter {
         Arc::new(move || serde_json::to_value(status.snapshot()).unwrap_or_default())
     }
 
-    /// Waits for the exporter to stop, which it does between two batches
+    /// Waits for the exporter to stop, which it does after its last pass
     /// once the `Shutdown` given to `start_in_server` has begun (the caller
-    /// begins it; `join` signals nothing). Aborts the task after
-    /// `STOP_GRACE`.
+    /// begins it; `join` signals nothing), or at once if it was refused.
+    /// Aborts the task after `STOP_GRACE`.
     pub async fn join(self) {
         let RunningExporter { mut handle, .. } = self;
         match tokio::time::timeout(STOP_GRACE, &mut handle).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(Ok(()))) => {}
+            // Logged, counted and shown in the status when it happened.
+            Ok(Ok(Err(error))) => tracing::info!(%error, "the exporter had stopped"),
             Ok(Err(error)) => tracing::error!(%error, "the exporter task failed"),
             Err(_elapsed) => {
                 tracing::warn!("exporter did not stop in time; aborting its batch");
@@ -84,9 +107,9 @@ pub fn start_in_server(
 ) -> Result<RunningExporter, ExportError> {
     let config = export_config(database_url, &args.store, args.export_interval);
     let source = Box::new(WalSource::new(wal));
-    let (handle, status) = spawn_exporter(config, source, registry, shutdown)?;
+    let exporter = RunningExporter::start(config, source, registry, shutdown)?;
     tracing::info!(interval_seconds = args.export_interval, "exporter started");
-    Ok(RunningExporter { handle, status })
+    Ok(exporter)
 }
 
 /// `flashsale export`: exports the log in `DATA_DIR/wal/` of a stopped
@@ -122,17 +145,26 @@ async fn export_log_once(config: ExportConfig, wal: Arc<Wal>) -> Result<(), Expo
     Ok(())
 }
 
-/// Exports as the log grows, until SIGINT/SIGTERM; then lets the batch in
-/// flight finish, however long it takes.
+/// Exports as the log grows, until SIGINT/SIGTERM; then lets the last pass
+/// finish, however long it takes. A refusal ends it at once, with the error.
 async fn follow_log(config: ExportConfig, wal: Arc<Wal>) -> Result<(), ExportError> {
     let stop = shutdown::signal();
     let shutdown = Shutdown::new();
     let source = Box::new(WalSource::new(wal));
-    let (handle, status) = spawn_exporter(config, source, &Registry::new(), shutdown.clone())?;
-    stop.await;
-    tracing::info!("signal received: stopping the export");
-    shutdown.begin();
-    handle.await.map_err(ExportError::ExporterTask)?;
+    let (mut handle, status) = spawn_exporter(config, source, &Registry::new(), shutdown.clone())?;
+    let ended = tokio::select! {
+        () = stop => None,
+        ended = &mut handle => Some(ended),
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            tracing::info!("signal received: stopping the export");
+            shutdown.begin();
+            handle.await
+        }
+    };
+    ended.map_err(ExportError::ExporterTask)??;
     tracing::info!(
         last_exported_seq = status.last_exported_seq(),
         "export stopped"

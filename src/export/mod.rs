@@ -14,18 +14,26 @@
 //! - A gap in the log is an error, never skipped; a cursor that does not
 //!   match the one this exporter expects (another exporter, a restored
 //!   database) stops the batch before anything is written.
+//! - One database holds the export of one log: the cursor carries the log's
+//!   identity (`RecordSource::log_id`), and a database holding another
+//!   log's export is refused (`ExportError::OtherLog`), never mixed into;
+//!   the running exporter then stops and says so (`ExportState::Refused`).
+//! - At shutdown the running exporter makes one last pass: everything
+//!   durable when the shutdown begins is exported before it stops (within
+//!   `launch::STOP_GRACE` in the server).
 //! - Memory is bounded by `batch_records_max` records and their rows.
 //! - PostgreSQL down or slow: retries with exponential backoff, the lag
 //!   grows, nothing is lost. `ExportStatus::last_exported_seq` tells the
 //!   server which log segments may be deleted.
 //!
 //! Layout: `source` (where records come from; `wal_source` reads the
-//! write-ahead log), `rows` (records as rows),
-//! `copy` (binary COPY writer), `schema` (versioned migrations), `batch`
-//! (one batch = one transaction), `exporter` (the loop: cursor, backoff,
-//! status), `status` (status for `/health`, metrics), `launch` (how
-//! `serve` and `export` start it and stop it).
+//! write-ahead log), `rows` (records as rows), `copy` (binary COPY
+//! writer), `schema` (versioned migrations), `batch` (one batch = one
+//! transaction), `exporter` (the loop: cursor, backoff, refusal, last
+//! pass, status; `backoff` its pauses), `status` (status for `/health`,
+//! metrics), `launch` (how `serve` and `export` start it and stop it).
 
+mod backoff;
 pub mod batch;
 pub mod copy;
 pub mod exporter;
@@ -112,9 +120,10 @@ impl ExportConfig {
     }
 }
 
-/// Why an export attempt failed. Everything but `Config`, `DatabaseUrl`
-/// and `Metrics` is retried by the running exporter; `NoLogDirectory`,
-/// `OpenLog` and `ExporterTask` come only from `flashsale export`.
+/// Why an export attempt failed. Everything but `Config`, `DatabaseUrl`,
+/// `Metrics` and the refusals (`is_refusal`: `OtherLog`) is retried by the
+/// running exporter; `NoLogDirectory`, `OpenLog` and `ExporterTask` come
+/// only from `flashsale export`.
 ///
 /// The texts of the variants read alone (in `/health`'s `last_error`)
 /// carry their cause; those only `flashsale export` reports leave it to
@@ -168,6 +177,23 @@ pub enum ExportError {
     CursorAhead { cursor: u64, durable: u64 },
     #[error("export cursor is {found:?}, expected {expected}: is another exporter running?")]
     CursorMoved { expected: u64, found: Option<i64> },
+    /// The database holds the export of another log (`export_cursor.log_id`):
+    /// exporting this one would mix two logs' records under one cursor.
+    #[error(
+        "PostgreSQL holds the export of log {database_log_id}, this log is {log_id}: refusing to mix two logs (wrong database or data directory?)"
+    )]
+    OtherLog {
+        database_log_id: String,
+        log_id: String,
+    },
+}
+
+impl ExportError {
+    /// Errors no retry can cure: the running exporter stops on them
+    /// instead of backing off and trying again.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ExportError::OtherLog { .. })
+    }
 }
 
 /// A PostgreSQL error with its causes: `tokio_postgres::Error` displays only

@@ -2,18 +2,21 @@
 //! sees for each record.
 //!
 //! What it promises: every record maps to exactly one row of
-//! `checkout_attempts` or `purchases` (plus one `purchase_items` row per
-//! cart item), keyed by the record's sequence number, so a row count equals
-//! a record count; the mapping is pure (no I/O, no clock), so the same log
-//! always gives the same rows; texts never contain a NUL byte (PostgreSQL
-//! refuses them, and one refused row would stop the export forever).
+//! `checkout_attempts`, `purchases` or `sale_openings` (plus one
+//! `purchase_items` row per cart item of a purchase carried out now),
+//! keyed by the record's sequence number, so a row count equals a record
+//! count; a replayed purchase bought nothing, so its row counts nothing and
+//! it has no items (`batch` links it to the purchase it repeats); the
+//! mapping is pure (no I/O, no clock), so the same log always gives the
+//! same rows; texts never contain a NUL byte (PostgreSQL refuses them, and
+//! one refused row would stop the export forever).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::domain::{CheckoutCode, ItemId, SaleId};
 use crate::engine::{
-    CheckoutOutcome, CheckoutRecord, ItemOutcome, PurchaseOutcome, PurchaseRecord, Record,
-    Rejection,
+    CheckoutOutcome, CheckoutRecord, ForeignCodeRecord, ItemOutcome, PurchaseItem, PurchaseOutcome,
+    PurchaseRecord, Record, Rejection, SaleOpenedRecord,
 };
 use crate::export::copy::{CopyRow, RowEncoder};
 
@@ -47,7 +50,9 @@ pub struct PurchaseRow {
     pub code: String,
     /// `ok`, `replayed` or the contract's error code.
     pub outcome: &'static str,
+    /// Items bought now: 0 unless `outcome` is `ok`.
     pub total_purchased: i32,
+    /// Cart items not bought now: 0 unless `outcome` is `ok`.
     pub failed_count: i32,
 }
 
@@ -58,6 +63,24 @@ pub struct PurchaseItemRow {
     pub item_id: String,
     /// `bought`, `sold_out` or `user_limit`.
     pub outcome: &'static str,
+}
+
+/// A row of `sale_openings`: a sale's settings as its log fixed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleOpeningRow {
+    pub seq: i64,
+    pub at_unix_ms: i64,
+    pub sale_id: String,
+    pub total_items: u32,
+    pub user_limit: u32,
+}
+
+/// A sale's settings as its `SaleOpened` record fixed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleOpening {
+    pub seq: i64,
+    pub items_per_sale: u32,
+    pub user_limit: u32,
 }
 
 /// A row of `items`: generated from the sale id, never read from the log.
@@ -72,8 +95,12 @@ pub struct RowBatch {
     pub checkout_attempts: Vec<CheckoutAttemptRow>,
     pub purchases: Vec<PurchaseRow>,
     pub purchase_items: Vec<PurchaseItemRow>,
+    pub sale_openings: Vec<SaleOpeningRow>,
     /// Sales the batch proves exist, so `sales` and `items` must hold them.
     pub sales: BTreeSet<SaleId>,
+    /// The settings of the sales opened in the batch (the first opening of
+    /// a sale wins, should the log ever repeat one).
+    pub openings: BTreeMap<SaleId, SaleOpening>,
 }
 
 impl RowBatch {
@@ -84,8 +111,8 @@ impl RowBatch {
             match record {
                 Record::Checkout(checkout) => batch.push_checkout(seq, checkout),
                 Record::Purchase(purchase) => batch.push_purchase(seq, purchase),
-                // Exported by the export's own change (sale settings).
-                Record::SaleOpened(_) | Record::ForeignCode(_) => {}
+                Record::SaleOpened(opened) => batch.push_opening(seq, opened),
+                Record::ForeignCode(foreign) => batch.push_foreign_code(seq, foreign),
             }
         }
         Ok(batch)
@@ -93,7 +120,29 @@ impl RowBatch {
 
     /// Rows over all tables except `sales` and `items`.
     pub fn rows(&self) -> usize {
-        self.checkout_attempts.len() + self.purchases.len() + self.purchase_items.len()
+        self.checkout_attempts.len()
+            + self.purchases.len()
+            + self.purchase_items.len()
+            + self.sale_openings.len()
+    }
+
+    fn push_opening(&mut self, seq: i64, record: &SaleOpenedRecord) {
+        // A sale number that names no hour gets its row here, and no sale.
+        if let Some(sale) = SaleId::from_number(record.sale_id) {
+            self.sales.insert(sale);
+            self.openings.entry(sale).or_insert(SaleOpening {
+                seq,
+                items_per_sale: record.items_per_sale,
+                user_limit: record.user_limit,
+            });
+        }
+        self.sale_openings.push(SaleOpeningRow {
+            seq,
+            at_unix_ms: record.at_unix_ms,
+            sale_id: sale_text(record.sale_id),
+            total_items: record.items_per_sale,
+            user_limit: record.user_limit,
+        });
     }
 
     fn push_checkout(&mut self, seq: i64, record: &CheckoutRecord) {
@@ -101,6 +150,21 @@ impl RowBatch {
             self.sales.insert(sale);
         }
         self.checkout_attempts.push(checkout_row(seq, record));
+    }
+
+    /// A code this server never issues: a `checkout_not_found` purchase
+    /// row with the code as the client sent it.
+    fn push_foreign_code(&mut self, seq: i64, record: &ForeignCodeRecord) {
+        self.purchases.push(PurchaseRow {
+            seq,
+            at_unix_ms: record.at_unix_ms,
+            sale_id: None,
+            user_id: None,
+            code: postgres_text(&record.code),
+            outcome: Rejection::CheckoutNotFound.code(),
+            total_purchased: 0,
+            failed_count: 0,
+        });
     }
 
     fn push_purchase(&mut self, seq: i64, record: &PurchaseRecord) {
@@ -144,12 +208,12 @@ pub fn checkout_outcome(outcome: CheckoutOutcome) -> &'static str {
 }
 
 pub fn purchase_row(seq: i64, record: &PurchaseRecord) -> PurchaseRow {
-    let bought = record
-        .items
+    let items = carried_out_items(record);
+    let bought = items
         .iter()
         .filter(|item| item.outcome == ItemOutcome::Bought)
         .count();
-    let failed = record.items.len() - bought;
+    let failed = items.len() - bought;
     PurchaseRow {
         seq,
         at_unix_ms: record.at_unix_ms,
@@ -171,16 +235,25 @@ pub fn purchase_outcome(outcome: PurchaseOutcome) -> &'static str {
     }
 }
 
-/// One row per cart item. A cart is a set, so an item appears once; should a
-/// record ever repeat one, the first wins rather than the primary key
-/// stopping the export for good.
+/// The items a purchase acted on now: a replayed purchase repeats the
+/// answer of its original and acted on none (its items are the original's
+/// rows already; counting them again would count a sale twice).
+fn carried_out_items(record: &PurchaseRecord) -> &[PurchaseItem] {
+    match record.outcome {
+        PurchaseOutcome::Replayed => &[],
+        _ => &record.items,
+    }
+}
+
+/// One row per cart item of a purchase carried out now. A cart is a set,
+/// so an item appears once; should a record ever repeat one, the first wins
+/// rather than the primary key stopping the export for good.
 pub fn purchase_item_rows(seq: i64, record: &PurchaseRecord) -> Vec<PurchaseItemRow> {
     let Some(sale_number) = record.sale_id else {
         return Vec::new();
     };
     let mut seen = BTreeSet::new();
-    record
-        .items
+    carried_out_items(record)
         .iter()
         .filter(|item| seen.insert(item.item_index))
         .map(|item| PurchaseItemRow {
@@ -251,6 +324,18 @@ impl CopyRow for PurchaseItemRow {
     }
 }
 
+impl CopyRow for SaleOpeningRow {
+    const TABLE: &'static str = "sale_openings";
+    const COLUMNS: &'static [&'static str] = &["seq", "at", "sale_id", "total_items", "user_limit"];
+    fn encode(&self, row: &mut RowEncoder<'_>) {
+        row.int8(self.seq);
+        row.timestamp_unix_ms(self.at_unix_ms);
+        row.text(&self.sale_id);
+        row.int8(i64::from(self.total_items));
+        row.int8(i64::from(self.user_limit));
+    }
+}
+
 impl CopyRow for ItemRow {
     const TABLE: &'static str = "items";
     const COLUMNS: &'static [&'static str] =
@@ -269,7 +354,6 @@ impl CopyRow for ItemRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::PurchaseItem;
 
     const SALE: u32 = 2026112120;
 
@@ -349,8 +433,41 @@ mod tests {
         assert_eq!(items[1].item_id, "2026112120-2");
         assert_eq!(items[1].outcome, "sold_out");
         assert_eq!(items[2].outcome, "user_limit");
-        let replayed = purchase_row(10, &purchase(PurchaseOutcome::Replayed, vec![]));
-        assert_eq!(replayed.outcome, "replayed");
+    }
+
+    #[test]
+    fn a_replayed_purchase_does_not_count_its_items_again() {
+        let record = purchase(
+            PurchaseOutcome::Replayed,
+            vec![item(1, ItemOutcome::Bought), item(2, ItemOutcome::SoldOut)],
+        );
+        let row = purchase_row(10, &record);
+        assert_eq!(
+            (row.outcome, row.total_purchased, row.failed_count),
+            ("replayed", 0, 0)
+        );
+        assert!(purchase_item_rows(10, &record).is_empty());
+    }
+
+    #[test]
+    fn the_first_opening_of_a_sale_fixes_its_settings() {
+        let opened = |items_per_sale| {
+            Record::SaleOpened(SaleOpenedRecord {
+                at_unix_ms: 1_795_291_200_000,
+                sale_id: SALE,
+                items_per_sale,
+                user_limit: 3,
+            })
+        };
+        let batch = RowBatch::from_records(&[(1, opened(5)), (2, opened(9))]).unwrap();
+        assert_eq!(batch.sale_openings.len(), 2, "one row per record");
+        let sale = SaleId::from_number(SALE).unwrap();
+        let opening = batch.openings[&sale];
+        assert_eq!(
+            (opening.seq, opening.items_per_sale, opening.user_limit),
+            (1, 5, 3)
+        );
+        assert!(batch.sales.contains(&sale));
     }
 
     #[test]
@@ -367,6 +484,23 @@ mod tests {
         assert_eq!(batch.purchases[0].outcome, "checkout_not_found");
         assert!(batch.purchase_items.is_empty());
         assert!(batch.sales.is_empty());
+    }
+
+    #[test]
+    fn a_foreign_code_is_a_checkout_not_found_row_with_the_code_as_sent() {
+        let record = Record::ForeignCode(ForeignCodeRecord {
+            at_unix_ms: 5,
+            code: "not-ours".into(),
+        });
+        let batch = RowBatch::from_records(&[(7, record)]).unwrap();
+        assert_eq!(batch.purchases.len(), 1, "one row per record");
+        let row = &batch.purchases[0];
+        assert_eq!((row.seq, row.code.as_str()), (7, "not-ours"));
+        assert_eq!(
+            (row.outcome, row.sale_id.as_ref()),
+            ("checkout_not_found", None)
+        );
+        assert!(batch.purchase_items.is_empty() && batch.sales.is_empty());
     }
 
     #[test]

@@ -42,6 +42,21 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "views sale_summary and checkout_funnel",
         sql: V3_VIEWS,
     },
+    Migration {
+        version: 4,
+        name: "the log's identity in the export cursor",
+        sql: V4_CURSOR_LOG_ID,
+    },
+    Migration {
+        version: 5,
+        name: "replayed purchases point to the purchase they repeat",
+        sql: V5_REPLAYS,
+    },
+    Migration {
+        version: 6,
+        name: "sale settings from the log",
+        sql: V6_SALE_OPENINGS,
+    },
 ];
 
 const V1_TABLES: &str = "
@@ -164,6 +179,41 @@ LEFT JOIN checked_out c ON c.sale_id = s.sale_id
 LEFT JOIN purchased p ON p.sale_id = s.sale_id;
 ";
 
+/// NULL until the first export after this migration adopts the log it
+/// reads: a cursor from before log identities existed cannot know its log.
+const V4_CURSOR_LOG_ID: &str = "
+ALTER TABLE export_cursor ADD COLUMN log_id text NULL
+    CHECK (log_id ~ '^[0-9a-f]{32}$');
+";
+
+/// Rows exported before this migration get the shape new ones have: a
+/// replayed purchase bought nothing, has no items, and names its original.
+const V5_REPLAYS: &str = "
+ALTER TABLE purchases ADD COLUMN replay_of bigint NULL;
+CREATE INDEX purchases_ok_code ON purchases (code) WHERE outcome = 'ok';
+UPDATE purchases r
+SET replay_of = (SELECT min(o.seq) FROM purchases o
+                 WHERE o.code = r.code AND o.outcome = 'ok' AND o.seq < r.seq),
+    total_purchased = 0,
+    failed_count = 0
+WHERE r.outcome = 'replayed';
+DELETE FROM purchase_items i USING purchases p
+WHERE p.seq = i.purchase_seq AND p.outcome = 'replayed';
+";
+
+/// Sales exported before this migration took the configured settings:
+/// their `opened_seq` stays NULL, which says so.
+const V6_SALE_OPENINGS: &str = "
+CREATE TABLE sale_openings (
+    seq         bigint PRIMARY KEY,
+    at          timestamptz NOT NULL,
+    sale_id     text NOT NULL,
+    total_items bigint NOT NULL,
+    user_limit  bigint NOT NULL
+);
+ALTER TABLE sales ADD COLUMN opened_seq bigint NULL;
+";
+
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
@@ -276,14 +326,16 @@ mod tests {
         use crate::export::copy::CopyRow;
         use crate::export::rows::*;
         fn check<R: CopyRow>() {
+            let all: String = MIGRATIONS.iter().map(|m| m.sql).collect();
+            let table_start = all
+                .find(&format!("CREATE TABLE {} (", R::TABLE))
+                .unwrap_or_else(|| panic!("table {}", R::TABLE));
+            let table_end = table_start + all[table_start..].find(");").unwrap();
+            let definition = &all[table_start..table_end];
             for column in R::COLUMNS {
-                let table_start = V1_TABLES
-                    .find(&format!("CREATE TABLE {} (", R::TABLE))
-                    .unwrap_or_else(|| panic!("table {}", R::TABLE));
-                let table_end = table_start + V1_TABLES[table_start..].find(");").unwrap();
-                let definition = &V1_TABLES[table_start..table_end];
+                let added = format!("ALTER TABLE {} ADD COLUMN {column} ", R::TABLE);
                 assert!(
-                    definition.contains(&format!("\n    {column} ")),
+                    definition.contains(&format!("\n    {column} ")) || all.contains(&added),
                     "{}.{column}",
                     R::TABLE
                 );
@@ -293,5 +345,6 @@ mod tests {
         check::<PurchaseRow>();
         check::<PurchaseItemRow>();
         check::<ItemRow>();
+        check::<SaleOpeningRow>();
     }
 }

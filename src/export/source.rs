@@ -42,21 +42,43 @@ pub trait RecordSource: Send {
     /// The highest durable sequence number, 0 for an empty log. Called from
     /// async code: must be cheap and must not block.
     fn durable_seq(&self) -> u64;
+
+    /// The log's identity, fixed when the log was created: the export
+    /// cursor carries it, so one database never mixes two logs.
+    fn log_id(&self) -> u128;
 }
 
 /// Records in memory, numbered from 1, every one durable: for tests,
 /// benchmarks and backfills from an in-memory copy. Clones share the
-/// records, so a test can append while an exporter reads.
-#[derive(Debug, Default, Clone)]
+/// records, so a test can append while an exporter reads. Its log identity
+/// is `MemorySource::DEFAULT_LOG_ID` unless `with_log_id` sets another.
+#[derive(Debug, Clone)]
 pub struct MemorySource {
     records: Arc<parking_lot::Mutex<Vec<Record>>>,
+    log_id: u128,
+}
+
+impl Default for MemorySource {
+    fn default() -> MemorySource {
+        MemorySource::new(Vec::new())
+    }
 }
 
 impl MemorySource {
+    /// The identity of a memory log unless `with_log_id` sets another.
+    pub const DEFAULT_LOG_ID: u128 = 1;
+
     pub fn new(records: Vec<Record>) -> MemorySource {
         MemorySource {
             records: Arc::new(parking_lot::Mutex::new(records)),
+            log_id: MemorySource::DEFAULT_LOG_ID,
         }
+    }
+
+    /// The same records (shared) as the log `log_id`.
+    pub fn with_log_id(mut self, log_id: u128) -> MemorySource {
+        self.log_id = log_id;
+        self
     }
 
     /// Appends a record; returns its sequence number.
@@ -87,6 +109,10 @@ impl RecordSource for MemorySource {
 
     fn durable_seq(&self) -> u64 {
         self.records.lock().len() as u64
+    }
+
+    fn log_id(&self) -> u128 {
+        self.log_id
     }
 }
 
@@ -125,5 +151,8 @@ mod tests {
         assert_eq!(seqs, [2, 3, 4]);
         assert_eq!(batch[0].1, record(1));
         assert!(source.read_batch(5, 10).unwrap().is_empty());
+        assert_eq!(source.log_id(), MemorySource::DEFAULT_LOG_ID);
+        let other = source.clone().with_log_id(7);
+        assert_eq!((other.log_id(), other.durable_seq()), (7, 5));
     }
 }

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
 
 /// The exporter's state, as `/health` shows it.
@@ -23,6 +23,10 @@ pub enum ExportState {
     Running,
     /// The last attempt failed; the exporter is backing off.
     Retrying { last_error: String },
+    /// The exporter stopped for good: no retry can cure `reason` (the
+    /// database holds another log's export). A restart with the right
+    /// database or data directory is needed.
+    Refused { reason: String },
 }
 
 impl ExportState {
@@ -32,6 +36,7 @@ impl ExportState {
             ExportState::Starting => "starting",
             ExportState::Running => "running",
             ExportState::Retrying { .. } => "retrying",
+            ExportState::Refused { .. } => "refused",
         }
     }
 }
@@ -57,7 +62,8 @@ struct StatusInner {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExportStatusSnapshot {
     pub state: &'static str,
-    /// Why the last attempt failed, while `state` is `retrying`.
+    /// Why the last attempt failed, while `state` is `retrying`; why the
+    /// exporter stopped, when it is `refused`.
     pub last_error: Option<String>,
     /// Every record up to this one is committed in PostgreSQL (0: none
     /// known yet; the server must then delete no segment).
@@ -101,6 +107,7 @@ impl ExportStatus {
         let state = self.state();
         let last_error = match &state {
             ExportState::Retrying { last_error } => Some(last_error.clone()),
+            ExportState::Refused { reason } => Some(reason.clone()),
             _ => None,
         };
         let last_success = self.inner.last_success_unix_seconds.load(Ordering::Relaxed);
@@ -147,6 +154,7 @@ pub struct ExportMetrics {
     lag_records: IntGauge,
     last_success_timestamp_seconds: Gauge,
     rows_total: IntCounterVec,
+    refusals_total: IntCounter,
 }
 
 impl ExportMetrics {
@@ -164,10 +172,15 @@ impl ExportMetrics {
                 Opts::new("export_rows_total", "Rows committed to PostgreSQL"),
                 &["table"],
             )?,
+            refusals_total: IntCounter::new(
+                "export_refusals_total",
+                "Times the exporter stopped for good: the database holds another log's export",
+            )?,
         };
         registry.register(Box::new(metrics.lag_records.clone()))?;
         registry.register(Box::new(metrics.last_success_timestamp_seconds.clone()))?;
         registry.register(Box::new(metrics.rows_total.clone()))?;
+        registry.register(Box::new(metrics.refusals_total.clone()))?;
         Ok(metrics)
     }
 
@@ -181,6 +194,10 @@ impl ExportMetrics {
 
     pub(crate) fn add_rows(&self, table: &str, rows: u64) {
         self.rows_total.with_label_values(&[table]).inc_by(rows);
+    }
+
+    pub(crate) fn count_refusal(&self) {
+        self.refusals_total.inc();
     }
 }
 
@@ -208,6 +225,12 @@ mod tests {
             })
         );
         assert_eq!(ExportStatus::disabled().snapshot().state, "disabled");
+        status.set_state(ExportState::Refused {
+            reason: "another log".into(),
+        });
+        let refused = status.snapshot();
+        assert_eq!(refused.state, "refused");
+        assert_eq!(refused.last_error.as_deref(), Some("another log"));
     }
 
     #[test]
@@ -224,5 +247,6 @@ mod tests {
             .collect();
         assert!(names.contains(&"export_rows_total".to_string()));
         assert!(names.contains(&"export_lag_records".to_string()));
+        assert!(names.contains(&"export_refusals_total".to_string()));
     }
 }

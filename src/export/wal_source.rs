@@ -85,6 +85,10 @@ impl RecordSource for WalSource {
     fn durable_seq(&self) -> u64 {
         self.wal.durable_seq()
     }
+
+    fn log_id(&self) -> u128 {
+        self.wal.log_id()
+    }
 }
 
 #[cfg(test)]
