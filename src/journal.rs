@@ -89,6 +89,12 @@ impl WalJournal {
         }))
     }
 
+    /// The log's identity (created with the log, kept in it): the export
+    /// cursor carries it, `/health` shows it.
+    pub fn log_id(&self) -> u128 {
+        self.wal.log_id()
+    }
+
     /// Highest sequence number known durable.
     pub fn durable_seq(&self) -> u64 {
         self.wal.durable_seq()

@@ -42,6 +42,8 @@ pub enum ServiceError {
 /// The log as `/health` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogHealth {
+    /// The log's identity, as 32 lowercase hex digits.
+    pub id: String,
     /// Why the log refuses writes, once a write or fsync failed.
     pub failure: Option<String>,
     pub durable_seq: u64,
@@ -192,6 +194,7 @@ impl Service {
         Health {
             unavailable: self.refusal(),
             log: LogHealth {
+                id: format!("{:032x}", self.journal.log_id()),
                 failure: self.journal.failure(),
                 durable_seq: self.journal.durable_seq(),
                 last_seq: self.journal.last_seq(),

@@ -220,3 +220,147 @@ fn a_repeated_purchase_after_a_restart_answers_the_same_with_new_flags() {
         second
     );
 }
+
+mod restarts {
+    //! Random operations with a clock that jumps forward and back and
+    //! restarts with random flags: no item sold twice, no user over the
+    //! limit (the audit), every acknowledged purchase answered identically
+    //! after each restart.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::super::fixtures::{at_minutes, user, TestJournal};
+    use super::super::{Engine, EngineConfig, PurchaseView};
+    use crate::domain::{CheckoutCode, ItemId, ManualClock};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Checkout {
+            user: usize,
+            index: u32,
+        },
+        Purchase {
+            pick: usize,
+        },
+        Jump {
+            minutes: i64,
+        },
+        Restart {
+            items_per_sale: u32,
+            user_limit: u32,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0..4usize, 0..6u32).prop_map(|(user, index)| Op::Checkout { user, index }),
+            3 => (0..8usize).prop_map(|pick| Op::Purchase { pick }),
+            1 => (-3000..3000i64).prop_map(|minutes| Op::Jump { minutes }),
+            1 => (1..6u32, 1..4u32).prop_map(|(items_per_sale, user_limit)| Op::Restart {
+                items_per_sale,
+                user_limit,
+            }),
+        ]
+    }
+
+    struct World {
+        clock: Arc<ManualClock>,
+        journal: Arc<TestJournal>,
+        engine: Engine,
+        codes: Vec<CheckoutCode>,
+        acknowledged: BTreeMap<CheckoutCode, PurchaseView>,
+    }
+
+    impl World {
+        fn start(&self, items_per_sale: u32, user_limit: u32) -> Engine {
+            let config = EngineConfig {
+                items_per_sale,
+                user_limit,
+                ..EngineConfig::default()
+            };
+            let engine = Engine::new(config, self.clock.clone(), self.journal.clone()).unwrap();
+            for numbered in self.journal.numbered() {
+                let (seq, record) = numbered.unwrap();
+                engine.apply(seq, &record).unwrap();
+            }
+            engine.audit().unwrap();
+            engine
+        }
+
+        fn run(&mut self, op: &Op) -> Result<(), TestCaseError> {
+            match *op {
+                Op::Checkout { user: u, index } => {
+                    let sale = self.engine.active_sale().id;
+                    let item = ItemId { sale, index };
+                    let name = ["ann", "ben", "cat", "dan"][u];
+                    if let Ok(cart) = self.engine.checkout(&user(name), item).unwrap().answer {
+                        self.codes.push(cart.code);
+                    }
+                }
+                Op::Purchase { pick } => {
+                    let Some(&code) = self.codes.get(pick) else {
+                        return Ok(());
+                    };
+                    if let Ok(view) = self.engine.purchase(code).unwrap().answer {
+                        let first = self.acknowledged.entry(code).or_insert(view.clone());
+                        prop_assert_eq!(&*first, &view, "a repeat answers the same");
+                    }
+                }
+                Op::Jump { minutes } => {
+                    self.clock.advance(chrono::Duration::minutes(minutes));
+                }
+                Op::Restart {
+                    items_per_sale,
+                    user_limit,
+                } => {
+                    self.engine = self.start(items_per_sale, user_limit);
+                    let active = self.engine.active_sale().id;
+                    // Past sales are answered for a day (the retention).
+                    let retained = self
+                        .acknowledged
+                        .iter()
+                        .filter(|(_, first)| first.sale.hours_until(active) <= 24);
+                    for (code, first) in retained {
+                        let again = self.engine.purchase(*code).unwrap().answer;
+                        prop_assert_eq!(again.as_ref(), Ok(first), "after a restart");
+                    }
+                }
+            }
+            self.engine
+                .audit()
+                .map_err(|error| TestCaseError::fail(error.to_string()))?;
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn clock_jumps_and_flag_changes_never_break_a_promise(
+            ops in proptest::collection::vec(op(), 1..50)
+        ) {
+            let clock = Arc::new(ManualClock::new(at_minutes(0)));
+            let journal = Arc::new(TestJournal::default());
+            let engine = Engine::new(
+                EngineConfig { items_per_sale: 4, user_limit: 2, ..EngineConfig::default() },
+                clock.clone(),
+                journal.clone(),
+            )
+            .unwrap();
+            let mut world = World {
+                clock,
+                journal,
+                engine,
+                codes: Vec::new(),
+                acknowledged: BTreeMap::new(),
+            };
+            for op in &ops {
+                world.run(op)?;
+            }
+        }
+    }
+}

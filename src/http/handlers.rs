@@ -327,6 +327,7 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
         "status": if reason.is_some() { "unavailable" } else { "ok" },
         "reason": reason,
         "log": {
+            "id": log.id,
             "state": if log.failure.is_some() { "failed" } else { "ok" },
             "failure": log.failure,
             "durable_seq": log.durable_seq,
