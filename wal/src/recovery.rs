@@ -11,6 +11,10 @@
 //!   a sequence gap, a wrong header): `WalError::Corrupt` naming the file and
 //!   byte offset. Nothing is dropped silently.
 //!
+//! Every segment is read as it is on the disk: its cached pages are dropped
+//! first (`ReadFile::drop_cached_pages`), so that data a failed `fsync` left
+//! in the page cache, but never wrote, is not taken for durable.
+//!
 //! Promise: after `recover` returns, everything a reader can replay is
 //! durable (the newest segment and the directory have been synced).
 
@@ -209,6 +213,9 @@ fn check_segment(
     let file = storage
         .open_read(path)
         .map_err(|e| WalError::io("open", path, e))?;
+    // Read what is on the disk, not what a failed fsync left in the cache.
+    file.drop_cached_pages()
+        .map_err(|e| WalError::io("drop cached pages of", path, e))?;
     let mut window = FileWindow::new(file, READ_CHUNK_BYTES);
     let file_len_bytes = window
         .len_bytes()
