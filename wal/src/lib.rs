@@ -43,9 +43,11 @@ mod commit_queue;
 mod config;
 mod error;
 pub mod format;
+mod log_meta;
 mod reader;
 mod recovery;
 mod segment;
+mod start;
 pub mod storage;
 mod wal;
 mod writer;
@@ -55,7 +57,10 @@ pub use config::{
     RECORD_SIZE_MAX_BYTES_DEFAULT, SEGMENT_SIZE_MAX_BYTES_DEFAULT,
 };
 pub use error::WalError;
-pub use format::{decode_segment, DamageKind, DecodedRecord, DecodedSegment, SegmentDamage};
+pub use format::{
+    decode_segment, DamageKind, DecodedRecord, DecodedSegment, LogMetaDamage, SegmentDamage,
+};
+pub use log_meta::{LOG_META_FILE_NAME, LOG_META_TMP_FILE_NAME};
 pub use reader::{Record, WalReader};
 pub use segment::{parse_segment_file_name, segment_file_name};
 pub use storage::{DirLock, FsStorage, ReadFile, Storage, WriteFile, LOCK_FILE_NAME};
