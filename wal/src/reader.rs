@@ -6,7 +6,8 @@
 //!
 //! Promise: every record returned had a valid checksum and exactly the
 //! expected sequence number; records are returned in order without gaps;
-//! nothing above `durable_seq` is ever returned. Any mismatch is a
+//! nothing above `durable_seq`, and nothing below the log's start, is ever
+//! returned. Any mismatch is a
 //! `WalError::Corrupt` naming the segment file and byte offset.
 
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! The public handle of a log: open, append, wait, read, retain, close.
+//! The public handle of a log: open, append, wait, read, retain, close;
+//! and what the log knows about itself (identity, start).
 //!
 //! It exists to tie recovery, the shared queue, the writer thread and the
 //! readers together behind one `Send + Sync` value that the service keeps in
@@ -39,8 +40,10 @@ impl Wal {
     }
 
     /// Opens the log on `storage` (tests use a fault-injecting one).
-    /// Checks every segment, cuts a torn tail of the newest one into a side
-    /// file, syncs what it recovered, and starts the writer thread.
+    /// Reads `LOG_META` (creating it for a new or a legacy log), checks
+    /// every segment against the start, cuts a torn tail of the newest one
+    /// into a side file, syncs what it recovered, and starts the writer
+    /// thread.
     pub fn open_with_storage(
         config: WalConfig,
         storage: Arc<dyn Storage>,
