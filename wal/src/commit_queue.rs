@@ -58,10 +58,18 @@ pub(crate) struct CommitQueue {
     durable_wakers: Mutex<BTreeMap<u64, Vec<Waker>>>,
     failure: OnceLock<WalError>,
     pub segments: Mutex<Vec<SegmentMeta>>,
+    /// The log's first record, as `LOG_META` says (raised before segments
+    /// are deleted, so it is never below a record that is gone).
+    start_seq: AtomicU64,
 }
 
 impl CommitQueue {
-    pub(crate) fn new(config: WalConfig, last_seq: u64, segments: Vec<SegmentMeta>) -> Arc<Self> {
+    pub(crate) fn new(
+        config: WalConfig,
+        last_seq: u64,
+        start_seq: u64,
+        segments: Vec<SegmentMeta>,
+    ) -> Arc<Self> {
         assert!(!segments.is_empty(), "a log always has an active segment");
         let free_buffers_max = config.queue_bytes_max / config.batch_bytes_max + 1;
         Arc::new(CommitQueue {
@@ -83,7 +91,29 @@ impl CommitQueue {
             durable_wakers: Mutex::new(BTreeMap::new()),
             failure: OnceLock::new(),
             segments: Mutex::new(segments),
+            start_seq: AtomicU64::new(start_seq),
         })
+    }
+
+    /// The log's start: its first record, as `LOG_META` says.
+    pub(crate) fn start_seq(&self) -> u64 {
+        self.start_seq.load(Ordering::Acquire)
+    }
+
+    /// Records the start just made durable in `LOG_META`.
+    pub(crate) fn raise_start_seq(&self, start_seq: u64) {
+        self.start_seq.fetch_max(start_seq, Ordering::AcqRel);
+    }
+
+    /// The first record readers may be handed: the start, or the oldest
+    /// segment's first record if that is later.
+    pub(crate) fn first_retained_seq(&self) -> u64 {
+        let oldest = self
+            .segments
+            .lock()
+            .first()
+            .map_or(1, |segment| segment.first_seq);
+        oldest.max(self.start_seq())
     }
 
     pub(crate) fn durable_seq(&self) -> u64 {

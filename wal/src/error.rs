@@ -10,7 +10,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::format::DamageKind;
+use crate::format::{DamageKind, LogMetaDamage};
 
 /// Everything that can go wrong in the log.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,6 +55,43 @@ pub enum WalError {
         "sequence number {seq} is no longer retained: the first retained record is {first_seq}"
     )]
     NotRetained { seq: u64, first_seq: u64 },
+    /// The metadata file (`LOG_META`: the log's identity and start) cannot
+    /// be trusted; `open` refuses the log rather than guess where it starts.
+    #[error("wal metadata file {path} is damaged: {kind}")]
+    MetaCorrupt { path: PathBuf, kind: LogMetaDamage },
+    /// The oldest segment starts after the log's start: the records between
+    /// were lost (a segment file went missing), not deleted by retention.
+    #[error(
+        "the log should start at record {start_seq} but its oldest segment {segment} starts at \
+         {found_first_seq}: records {start_seq}..{} are missing",
+        .found_first_seq.saturating_sub(1)
+    )]
+    StartMissing {
+        start_seq: u64,
+        segment: PathBuf,
+        found_first_seq: u64,
+    },
+    /// The newest segment ends before the log's start: the records between
+    /// its end and the start are missing.
+    #[error(
+        "the log should start at record {start_seq} but its newest segment {segment} ends at record \
+         {last_seq}: records {}..{} are missing",
+        .last_seq.saturating_add(1),
+        .start_seq.saturating_sub(1)
+    )]
+    EndsBeforeStart {
+        start_seq: u64,
+        segment: PathBuf,
+        last_seq: u64,
+    },
+    /// The log has a metadata file but no segment file. The metadata file is
+    /// written only after the first segment is durable and the newest
+    /// segment is never deleted, so every segment was lost.
+    #[error(
+        "the log in {dir} has a metadata file (start {start_seq}) but no segment file: \
+         its segments are missing"
+    )]
+    SegmentsMissing { dir: PathBuf, start_seq: u64 },
     /// A wait asked for a sequence number `append` has not handed out yet.
     #[error("sequence number {seq} has not been assigned (last assigned is {last_seq})")]
     NotAssigned { seq: u64, last_seq: u64 },
@@ -85,5 +122,19 @@ mod tests {
         let source = error.source().expect("the io::Error is the source");
         assert_eq!(source.to_string(), "no");
         assert!(error.clone().source().is_some(), "a clone keeps it too");
+    }
+
+    #[test]
+    fn a_missing_start_names_the_segment_and_the_missing_records() {
+        let error = WalError::StartMissing {
+            start_seq: 1,
+            segment: "/log/00000000000000000500.wal".into(),
+            found_first_seq: 500,
+        };
+        assert_eq!(
+            error.to_string(),
+            "the log should start at record 1 but its oldest segment \
+             /log/00000000000000000500.wal starts at 500: records 1..499 are missing"
+        );
     }
 }

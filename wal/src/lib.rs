@@ -10,6 +10,23 @@
 //! `open` with an error naming the segment file and byte offset; after a
 //! failed write or sync the log refuses everything until it is reopened.
 //!
+//! The log also keeps the truth about itself in a small metadata file,
+//! `DIR/LOG_META`: an identity ([`Wal::log_id`], 128 random bits created with
+//! the log, the same after every reopen) and its start ([`Wal::start_seq`],
+//! the first record it must hold: 1 for a new log, raised durably by
+//! [`Wal::delete_segments_before`] before any segment is deleted). So a lost
+//! oldest segment stops `open` ([`WalError::StartMissing`]) instead of
+//! silently shortening the log, an interrupted deletion is finished at the
+//! next open, and no reader is handed a record before the start. A log
+//! written before the file existed gets one at its next open (a fresh
+//! identity; its oldest segment's first record as the start).
+//!
+//! Recovery reads what is on the disk, not what is in the page cache: it
+//! drops each file's cached pages first (`posix_fadvise(DONTNEED)` through
+//! [`ReadFile::drop_cached_pages`]), because after a failed `fsync` Linux
+//! may keep data that never reached the disk in the cache, marked clean, and
+//! a restart reading it would take it for durable.
+//!
 //! # Layout
 //!
 //! - `config`: [`WalConfig`], every limit as a named, validated value.
@@ -18,6 +35,10 @@
 //!   ([`decode_segment`] is the fuzz target); split into header, record
 //!   framing, segment scan and in-memory decoding.
 //! - `segment`: segment file names and durable creation.
+//! - `log_meta`: reading and atomically replacing `LOG_META` (its byte
+//!   layout is in [`format`](mod@format)).
+//! - `start`: the start rule applied at open (finish an interrupted
+//!   deletion, refuse a missing start).
 //! - [`storage`]: the small file-system trait crash tests plug into.
 //! - `recovery`: the decision table applied by [`Wal::open`].
 //! - `commit_queue`: the bounded queue of appends, sequence numbers and
@@ -43,9 +64,11 @@ mod commit_queue;
 mod config;
 mod error;
 pub mod format;
+mod log_meta;
 mod reader;
 mod recovery;
 mod segment;
+mod start;
 pub mod storage;
 mod wal;
 mod writer;
@@ -55,7 +78,10 @@ pub use config::{
     RECORD_SIZE_MAX_BYTES_DEFAULT, SEGMENT_SIZE_MAX_BYTES_DEFAULT,
 };
 pub use error::WalError;
-pub use format::{decode_segment, DamageKind, DecodedRecord, DecodedSegment, SegmentDamage};
+pub use format::{
+    decode_segment, DamageKind, DecodedRecord, DecodedSegment, LogMetaDamage, SegmentDamage,
+};
+pub use log_meta::{LOG_META_FILE_NAME, LOG_META_TMP_FILE_NAME};
 pub use reader::{Record, WalReader};
 pub use segment::{parse_segment_file_name, segment_file_name};
 pub use storage::{DirLock, FsStorage, ReadFile, Storage, WriteFile, LOCK_FILE_NAME};

@@ -6,7 +6,8 @@
 //!
 //! Promise: every record returned had a valid checksum and exactly the
 //! expected sequence number; records are returned in order without gaps;
-//! nothing above `durable_seq` is ever returned. Any mismatch is a
+//! nothing above `durable_seq`, and nothing below the log's start, is ever
+//! returned. Any mismatch is a
 //! `WalError::Corrupt` naming the segment file and byte offset.
 
 use std::path::PathBuf;
@@ -57,11 +58,7 @@ impl WalReader {
         from_seq: u64,
     ) -> Result<Self, WalError> {
         let next_seq = from_seq.max(1);
-        let first_seq = shared
-            .segments
-            .lock()
-            .first()
-            .map_or(1, |segment| segment.first_seq);
+        let first_seq = shared.first_retained_seq();
         if next_seq < first_seq {
             return Err(WalError::NotRetained {
                 seq: next_seq,
@@ -178,9 +175,12 @@ impl WalReader {
 
     /// Opens the segment that holds `seq` and checks its header.
     fn open_segment(&self, seq: u64) -> Result<Cursor, WalError> {
+        let first_seq = self.shared.first_retained_seq();
+        if seq < first_seq {
+            return Err(WalError::NotRetained { seq, first_seq });
+        }
         let segment = {
             let segments = self.shared.segments.lock();
-            let first_seq = segments.first().map_or(1, |segment| segment.first_seq);
             match segments
                 .iter()
                 .rev()

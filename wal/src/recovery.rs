@@ -11,6 +11,18 @@
 //!   a sequence gap, a wrong header): `WalError::Corrupt` naming the file and
 //!   byte offset. Nothing is dropped silently.
 //!
+//! - the start rule (module `start`): segments wholly before the start kept
+//!   in `LOG_META` are deleted (an interrupted deletion, finished); an
+//!   oldest segment that starts after the start, a newest that ends before
+//!   it, or a metadata file without segments is an error.
+//! - no metadata file but segments: a log written before `LOG_META`
+//!   existed; it gets one (fresh identity, start = its oldest segment's
+//!   first sequence number) once its segments passed the checks.
+//!
+//! Every file is read as it is on the disk: its cached pages are dropped
+//! first (`ReadFile::drop_cached_pages`), so that data a failed `fsync` left
+//! in the page cache, but never wrote, is not taken for durable.
+//!
 //! Promise: after `recover` returns, everything a reader can replay is
 //! durable (the newest segment and the directory have been synced).
 
@@ -19,9 +31,11 @@ use std::path::{Path, PathBuf};
 use crate::config::WalConfig;
 use crate::error::WalError;
 use crate::format::{
-    scan_segment, ByteSource, DamageKind, SEGMENT_FIRST_SEQ_OFFSET, SEGMENT_HEADER_SIZE,
+    scan_segment, ByteSource, DamageKind, LogMeta, SEGMENT_FIRST_SEQ_OFFSET, SEGMENT_HEADER_SIZE,
 };
+use crate::log_meta::{new_log_id, read_log_meta, write_log_meta};
 use crate::segment::{create_segment, parse_segment_file_name, SegmentMeta};
+use crate::start::{check_end, check_start, finish_deletion};
 use crate::storage::{FileWindow, Storage, WriteFile};
 
 /// Read chunk of scans and replays.
@@ -34,6 +48,8 @@ pub(crate) struct Recovered {
     pub active_len_bytes: u64,
     /// Last valid sequence number, `first_seq - 1` if the log is empty.
     pub last_seq: u64,
+    /// The log's identity and start, as `LOG_META` holds them now.
+    pub meta: LogMeta,
 }
 
 /// What one segment's check found.
@@ -51,22 +67,62 @@ enum SegmentCheck {
     HeaderTorn,
 }
 
-/// Checks every segment of `config.dir` (creating the first one in an empty
-/// directory), repairs what a crash can leave in the newest one, and makes
-/// the result durable.
+/// Reads the log's metadata, checks every segment of `config.dir` against
+/// it (creating a new log in an empty directory, finishing an interrupted
+/// deletion), repairs what a crash can leave in the newest segment, and
+/// makes the result durable.
 pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recovered, WalError> {
     let dir = &config.dir;
     storage
         .create_dir_all(dir)
         .map_err(|e| WalError::io("create dir", dir, e))?;
+    let stored = read_log_meta(storage, dir)?;
     let found = list_segments(storage, dir)?;
-    let Some(((newest_seq, newest_path), older)) = found.split_last() else {
-        return start_empty_log(config, storage);
+    let Some(&(oldest_seq, _)) = found.first() else {
+        return match stored {
+            Some(meta) => Err(WalError::SegmentsMissing {
+                dir: dir.clone(),
+                start_seq: meta.start_seq,
+            }),
+            None => start_empty_log(config, storage),
+        };
     };
+    // A log written before `LOG_META` existed starts where its oldest
+    // segment does; it gets its identity now (the upgrade path).
+    let (meta, upgrade) = match stored {
+        Some(meta) => (meta, false),
+        None => {
+            let log_id = new_log_id(dir)?;
+            let start_seq = oldest_seq.max(1);
+            (LogMeta { log_id, start_seq }, true)
+        }
+    };
+    let found = finish_deletion(storage, dir, meta.start_seq, found)?;
+    let recovered = recover_segments(config, storage, &found, meta)?;
+    if upgrade {
+        write_log_meta(storage, dir, &meta)?;
+    }
+    Ok(recovered)
+}
+
+/// Checks the segments `found` (sorted, none wholly before the start) of a
+/// log with metadata `meta`, and makes what a reader can replay durable.
+fn recover_segments(
+    config: &WalConfig,
+    storage: &dyn Storage,
+    found: &[(u64, PathBuf)],
+    meta: LogMeta,
+) -> Result<Recovered, WalError> {
+    let dir = &config.dir;
+    let Some(((newest_seq, newest_path), older)) = found.split_last() else {
+        unreachable!("the caller found at least one segment")
+    };
+    check_start(meta.start_seq, &found[0])?;
     let prev_last = check_older_segments(storage, config, older)?;
     let check = check_segment(storage, config, newest_path, *newest_seq, prev_last, true)?;
     let (active, active_len_bytes, last_seq) =
         open_newest(storage, config, *newest_seq, newest_path, check)?;
+    check_end(meta.start_seq, last_seq, newest_path)?;
     let mut recovered = Recovered {
         segments: found
             .iter()
@@ -78,6 +134,7 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
         active,
         active_len_bytes,
         last_seq,
+        meta,
     };
     // What a reader replays must not be taken back by a later crash, even if
     // it was written by a process that died before syncing it.
@@ -91,14 +148,23 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
     Ok(recovered)
 }
 
-/// A directory without segments: the log starts at sequence number 1.
+/// A directory without segments or metadata: a new log, starting at
+/// sequence number 1 with a fresh identity. Segment 1 is durable before the
+/// metadata file is written, so a metadata file without segments is never
+/// what a crash leaves behind.
 fn start_empty_log(config: &WalConfig, storage: &dyn Storage) -> Result<Recovered, WalError> {
-    let (meta, active) = create_segment(storage, &config.dir, 1, config.sync_mode)?;
+    let (segment, active) = create_segment(storage, &config.dir, 1, config.sync_mode)?;
+    let meta = LogMeta {
+        log_id: new_log_id(&config.dir)?,
+        start_seq: 1,
+    };
+    write_log_meta(storage, &config.dir, &meta)?;
     Ok(Recovered {
-        segments: vec![meta],
+        segments: vec![segment],
         active,
         active_len_bytes: SEGMENT_HEADER_SIZE as u64,
         last_seq: 0,
+        meta,
     })
 }
 
@@ -209,6 +275,9 @@ fn check_segment(
     let file = storage
         .open_read(path)
         .map_err(|e| WalError::io("open", path, e))?;
+    // Read what is on the disk, not what a failed fsync left in the cache.
+    file.drop_cached_pages()
+        .map_err(|e| WalError::io("drop cached pages of", path, e))?;
     let mut window = FileWindow::new(file, READ_CHUNK_BYTES);
     let file_len_bytes = window
         .len_bytes()

@@ -7,7 +7,9 @@
 //!
 //! Promise of every implementation: `WriteFile::sync_data` makes the file's
 //! data (and its length) durable; `Storage::sync_dir` makes the directory's
-//! entries (created and removed names) durable. Nothing else is durable.
+//! entries (created, renamed and removed names) durable. Nothing else is
+//! durable. `ReadFile::drop_cached_pages` makes later reads of the file come
+//! from the disk, not from what a failed sync left in the page cache.
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
@@ -31,6 +33,13 @@ pub trait Storage: Send + Sync + Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Atomically gives the file `from` the name `to`, replacing a file
+    /// named `to`; durable only after `sync_dir`. The default renames on the
+    /// real file system (right for a layer that wraps [`FsStorage`]); a
+    /// layer that keeps files elsewhere must override it.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
     /// Takes an exclusive lock on the log in `dir`, held until the guard is
     /// dropped, so that no second process (a second server, an offline
     /// exporter) opens a log that is being written. `Ok(None)`: this layer
@@ -58,6 +67,13 @@ pub trait ReadFile: Send {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// The current length of the file.
     fn len_bytes(&self) -> io::Result<u64>;
+    /// Drops the file's clean pages from the page cache
+    /// (`posix_fadvise(POSIX_FADV_DONTNEED)`), so that later reads come from
+    /// the disk. After a failed `fsync`, Linux may keep the data that never
+    /// reached the disk in the cache, marked clean; recovery calls this
+    /// before reading a file so that a restart cannot take that data for
+    /// durable. Dirty pages are not dropped (their writeback starts).
+    fn drop_cached_pages(&self) -> io::Result<()>;
 }
 
 /// A file open for writes that always go to its end.
@@ -134,6 +150,10 @@ impl Storage for FsStorage {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
 }
 
 struct FsReadFile(File);
@@ -150,6 +170,12 @@ impl ReadFile for FsReadFile {
 
     fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+
+    fn drop_cached_pages(&self) -> io::Result<()> {
+        // Offset 0, no length: the whole file, however long it grows.
+        rustix::fs::fadvise(&self.0, 0, None, rustix::fs::Advice::DontNeed)?;
+        Ok(())
     }
 }
 

@@ -1,4 +1,5 @@
-//! The public handle of a log: open, append, wait, read, retain, close.
+//! The public handle of a log: open, append, wait, read, retain, close;
+//! and what the log knows about itself (identity, start).
 //!
 //! It exists to tie recovery, the shared queue, the writer thread and the
 //! readers together behind one `Send + Sync` value that the service keeps in
@@ -13,6 +14,8 @@ use parking_lot::Mutex;
 use crate::commit_queue::CommitQueue;
 use crate::config::WalConfig;
 use crate::error::WalError;
+use crate::format::LogMeta;
+use crate::log_meta::write_log_meta;
 use crate::reader::WalReader;
 use crate::recovery::recover;
 use crate::storage::{DirLock, FsStorage, Storage};
@@ -23,6 +26,9 @@ pub struct Wal {
     shared: Arc<CommitQueue>,
     storage: Arc<dyn Storage>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// What `LOG_META` holds; locked for the whole of a deletion, so that
+    /// two deletions never write the file at once.
+    meta: Mutex<LogMeta>,
     /// Held for the life of the handle: one process per log.
     _dir_lock: Option<DirLock>,
 }
@@ -34,8 +40,10 @@ impl Wal {
     }
 
     /// Opens the log on `storage` (tests use a fault-injecting one).
-    /// Checks every segment, cuts a torn tail of the newest one into a side
-    /// file, syncs what it recovered, and starts the writer thread.
+    /// Reads `LOG_META` (creating it for a new or a legacy log), checks
+    /// every segment against the start, cuts a torn tail of the newest one
+    /// into a side file, syncs what it recovered, and starts the writer
+    /// thread.
     pub fn open_with_storage(
         config: WalConfig,
         storage: Arc<dyn Storage>,
@@ -48,7 +56,13 @@ impl Wal {
             None => unreachable!("recovery always leaves an active segment"),
         };
         let dir = config.dir.clone();
-        let shared = CommitQueue::new(config, recovered.last_seq, recovered.segments);
+        let meta = recovered.meta;
+        let shared = CommitQueue::new(
+            config,
+            recovered.last_seq,
+            meta.start_seq,
+            recovered.segments,
+        );
         let writer = Writer {
             shared: Arc::clone(&shared),
             storage: Arc::clone(&storage),
@@ -64,6 +78,7 @@ impl Wal {
             shared,
             storage,
             writer: Mutex::new(Some(handle)),
+            meta: Mutex::new(meta),
             _dir_lock: dir_lock,
         })
     }
@@ -101,13 +116,23 @@ impl Wal {
         self.shared.last_seq()
     }
 
-    /// The first retained sequence number (1 until segments are deleted).
+    /// The first retained sequence number (1 until segments are deleted):
+    /// the start ([`Wal::start_seq`]); no reader is handed a record before it.
     pub fn first_seq(&self) -> u64 {
-        self.shared
-            .segments
-            .lock()
-            .first()
-            .map_or(1, |segment| segment.first_seq)
+        self.shared.first_retained_seq()
+    }
+
+    /// The log's first record, as its metadata file `LOG_META` keeps it: 1
+    /// for a new log, raised by [`Wal::delete_segments_before`]. `open`
+    /// refuses a log whose oldest segment starts after it.
+    pub fn start_seq(&self) -> u64 {
+        self.shared.start_seq()
+    }
+
+    /// The log's identity: 128 random bits created with the log and kept in
+    /// `LOG_META`, the same after every reopen, different for every log.
+    pub fn log_id(&self) -> u128 {
+        self.meta.lock().log_id
     }
 
     /// Why the log is failed, if it is.
@@ -131,21 +156,38 @@ impl Wal {
 
     /// Deletes whole segments all of whose records are below `seq` and
     /// durable; never the active segment. Returns how many were deleted.
-    /// Each deletion is made durable before the next, so a crash can only
-    /// leave the oldest segment behind, never a gap.
+    /// First raises the start in `LOG_META` (durably) to the first record of
+    /// the oldest segment that stays; then deletes, oldest first. A crash in
+    /// between leaves segments wholly before the start, which the next
+    /// `open` deletes; never a gap.
     pub fn delete_segments_before(&self, seq: u64) -> Result<usize, WalError> {
+        let mut meta = self.meta.lock();
         let limit = seq.min(self.durable_seq().saturating_add(1));
+        let Some(new_start) = self.new_start_seq(limit) else {
+            return Ok(0);
+        };
+        let dir = &self.shared.config.dir;
+        if new_start > meta.start_seq {
+            let raised = LogMeta {
+                start_seq: new_start,
+                ..*meta
+            };
+            // Readers stop at the new start at once: if the write fails, the
+            // file may hold either start, and the later one is the safe one.
+            self.shared.raise_start_seq(new_start);
+            write_log_meta(self.storage.as_ref(), dir, &raised)?;
+            *meta = raised;
+        }
         let mut deleted = 0;
         // Bounded by the number of segments: each iteration removes one.
         loop {
             let victim = {
                 let mut segments = self.shared.segments.lock();
                 match segments.get(1) {
-                    Some(next) if next.first_seq <= limit => segments.remove(0),
+                    Some(next) if next.first_seq <= new_start => segments.remove(0),
                     _ => return Ok(deleted),
                 }
             };
-            let dir = &self.shared.config.dir;
             self.storage
                 .remove_file(&victim.path)
                 .map_err(|e| WalError::io("remove", &victim.path, e))?;
@@ -154,6 +196,19 @@ impl Wal {
                 .map_err(|e| WalError::io("fsync dir", dir, e))?;
             deleted += 1;
         }
+    }
+
+    /// The first record of the newest segment, other than the oldest, that
+    /// starts at or before `limit`: where the log starts once the segments
+    /// before it are deleted. `None`: no segment can be deleted.
+    fn new_start_seq(&self, limit: u64) -> Option<u64> {
+        let segments = self.shared.segments.lock();
+        segments
+            .iter()
+            .skip(1)
+            .take_while(|segment| segment.first_seq <= limit)
+            .last()
+            .map(|segment| segment.first_seq)
     }
 
     /// Stops accepting appends, makes everything queued durable (unless the
@@ -178,6 +233,8 @@ impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wal")
             .field("dir", &self.shared.config.dir)
+            .field("log_id", &format_args!("{:032x}", self.log_id()))
+            .field("start_seq", &self.start_seq())
             .field("first_seq", &self.first_seq())
             .field("durable_seq", &self.durable_seq())
             .field("last_seq", &self.last_seq())

@@ -1,5 +1,6 @@
 //! A failed write or fsync fails the log: no waiter of that batch hears
-//! success, every later append fails, and nothing is retried.
+//! success, every later append fails, nothing is retried, and a restart
+//! does not take what a failed fsync left in the page cache for durable.
 
 mod support;
 
@@ -9,9 +10,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use flashsale_wal::{Wal, WalError, WalObserver};
+use flashsale_wal::{segment_file_name, Wal, WalError, WalObserver};
 use support::sim::SimStorage;
-use support::{payload, small_config, Rng};
+use support::{append_all, payload, replay, small_config, Rng};
 
 #[derive(Default)]
 struct FailureCounter(AtomicUsize);
@@ -139,4 +140,38 @@ fn failure_of_a_blocked_writer_wakes_async_waiters_with_the_error() {
             .all(|r| matches!(r, Err(WalError::Failed { .. }))),
         "{results:?}"
     );
+}
+
+/// After a failed fsync, Linux may keep the batch that never reached the
+/// disk in the page cache, marked clean. A restarted process that reads its
+/// segments through the cache would replay that batch as durable; recovery
+/// must read what is on the disk.
+#[test]
+fn a_failed_fsync_is_not_laundered_by_a_restart() {
+    let storage = SimStorage::new();
+    let config = small_config(Path::new("/sim/wal"));
+    let wal = Wal::open_with_storage(config.clone(), Arc::new(storage.clone())).unwrap();
+    append_all(&wal, &[payload(1, 20), payload(2, 20), payload(3, 20)]);
+    storage.fail_sync_number(1);
+    let failed: Vec<u64> = (10..13)
+        .filter_map(|tag| wal.append(&payload(tag, 20)).ok())
+        .collect();
+    assert!(wal.wait_durable(failed[0]).is_err(), "the sync failed");
+    drop(wal);
+    let restarted = storage.restart_image();
+    let segment = Path::new("/sim/wal").join(segment_file_name(1));
+    let cached = restarted.contents(&segment).unwrap();
+    assert!(
+        cached.windows(20).any(|bytes| bytes == payload(10, 20)),
+        "the failed batch is still in the cache the restarted process reads through"
+    );
+    let wal = Wal::open_with_storage(config.clone(), Arc::new(restarted.clone())).unwrap();
+    let seqs: Vec<u64> = replay(&wal, 1).iter().map(|record| record.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3], "no record of the failed batch appears");
+    assert_eq!(wal.last_seq(), 3);
+    assert_eq!(wal.append(b"next").unwrap(), 4, "its numbers are reused");
+    wal.wait_durable(4).unwrap();
+    drop(wal);
+    let wal = Wal::open_with_storage(config, Arc::new(restarted)).unwrap();
+    assert_eq!(replay(&wal, 1).last().map(|record| record.seq), Some(4));
 }

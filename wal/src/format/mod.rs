@@ -19,9 +19,11 @@
 //! - `record`: framing one record and checking the record at an offset.
 //! - `scan`: walking a whole segment, telling a torn tail from corruption.
 //! - `decode`: [`decode_segment`] over a slice, and the fuzz target's body.
+//! - `log_meta`: the metadata file `LOG_META` (identity and start), 40 bytes.
 
 mod damage;
 mod decode;
+mod log_meta;
 mod record;
 mod scan;
 mod segment_header;
@@ -30,6 +32,11 @@ pub use damage::{DamageKind, SegmentDamage};
 pub use decode::{decode_segment, DecodedRecord, DecodedSegment};
 #[doc(hidden)]
 pub use decode::{fuzz_decode_segment, FUZZ_RECORD_SIZE_MAX_BYTES};
+pub use log_meta::{
+    decode_log_meta, encode_log_meta, LogMeta, LogMetaDamage, LOG_META_CRC_OFFSET,
+    LOG_META_ID_OFFSET, LOG_META_MAGIC, LOG_META_SIZE, LOG_META_START_SEQ_OFFSET, LOG_META_VERSION,
+    LOG_META_VERSION_OFFSET,
+};
 pub use record::encode_record;
 pub(crate) use record::{read_record_at, ByteSource, RecordAt};
 pub(crate) use scan::scan_segment;

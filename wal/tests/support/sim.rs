@@ -6,7 +6,16 @@
 //! file system a reboot would find: durable state plus, for unsynced state,
 //! a random choice of what reached the disk (a prefix of unsynced appends,
 //! possibly with a garbled last sector; unsynced entries kept or lost).
-//! Removed-but-open files keep working, as with POSIX inodes.
+//! Removed-but-open files keep working, as with POSIX inodes; a rename is
+//! atomic and, like any entry change, durable only at `sync_dir`.
+//!
+//! A file has two views: `data` is the page cache (what reads see) and
+//! `durable` the disk. A failed sync models Linux: the pages it could not
+//! write are marked clean and dropped from writeback, so they never reach
+//! the disk (not even at a later successful sync), yet reads through the
+//! cache still see them, in this process and in a restarted one
+//! ([`SimStorage::restart_image`]), until `ReadFile::drop_cached_pages`
+//! makes reads come from the disk again.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -17,12 +26,9 @@ use flashsale_wal::{ReadFile, Storage, WriteFile};
 use parking_lot::Mutex;
 
 use super::Rng;
+use inode::{crashed_contents, Inode};
 
-#[derive(Debug, Default)]
-struct Inode {
-    data: Vec<u8>,
-    durable: Vec<u8>,
-}
+mod inode;
 
 type InodeRef = Arc<Mutex<Inode>>;
 
@@ -102,10 +108,22 @@ impl SimStorage {
         Ok(OpFate::Run)
     }
 
-    /// The file system after a reboot at this moment.
+    /// The file system after a reboot at this moment (or, one time in 8,
+    /// after the process alone was killed).
     pub fn crash_image(&self, rng: &mut Rng) -> SimStorage {
-        let state = self.state.lock();
         let process_kill_only = rng.chance(8);
+        self.image(rng, process_kill_only)
+    }
+
+    /// The file system a restarted process finds when only the process died
+    /// (`kill -9`): the page cache survives, with whatever a failed sync
+    /// left in it that never reached the disk.
+    pub fn restart_image(&self) -> SimStorage {
+        self.image(&mut Rng::new(0), true)
+    }
+
+    fn image(&self, rng: &mut Rng, process_kill_only: bool) -> SimStorage {
+        let state = self.state.lock();
         let mut image = State::default();
         let paths: Vec<&PathBuf> = state
             .entries
@@ -121,15 +139,25 @@ impl SimStorage {
             let inode = match (current, durable) {
                 _ if process_kill_only => current,
                 (Some(c), Some(d)) if Arc::ptr_eq(c, d) => Some(c),
+                // A name that exists before and after (a rename over it):
+                // the old file or the new one, never neither.
+                (Some(c), Some(d)) => Some(if rng.chance(2) { c } else { d }),
                 (Some(c), _) if rng.chance(2) => Some(c),
                 (_, Some(d)) if rng.chance(2) => Some(d),
                 _ => None,
             };
             let Some(inode) = inode else { continue };
-            let data = crashed_contents(&inode.lock(), rng, process_kill_only);
+            let inode = inode.lock();
+            let data = crashed_contents(&inode, rng, process_kill_only);
+            let (durable, dropped) = match &inode.dropped {
+                // The cache survived, and with it the difference to the disk.
+                Some(range) if process_kill_only => (inode.durable.clone(), Some(range.clone())),
+                _ => (data.clone(), None),
+            };
             let inode = Arc::new(Mutex::new(Inode {
-                durable: data.clone(),
+                durable,
                 data,
+                dropped,
             }));
             image.entries.insert(path.clone(), Arc::clone(&inode));
             image.durable_entries.insert(path.clone(), inode);
@@ -157,36 +185,6 @@ impl SimStorage {
             .get(path)
             .map(|inode| inode.lock().data.clone())
     }
-}
-
-/// What a file holds after a power loss: its durable bytes, or a prefix of
-/// what was written since, the unsynced part of which may end in garbage.
-fn crashed_contents(inode: &Inode, rng: &mut Rng, process_kill_only: bool) -> Vec<u8> {
-    if process_kill_only {
-        return inode.data.clone();
-    }
-    let common = inode
-        .data
-        .iter()
-        .zip(&inode.durable)
-        .take_while(|(a, b)| a == b)
-        .count();
-    if inode.data.len() == common && inode.durable.len() == common {
-        return inode.data.clone();
-    }
-    if inode.durable.len() > common && rng.chance(2) {
-        return inode.durable.clone();
-    }
-    let unsynced = (inode.data.len() - common) as u64;
-    let keep = common + rng.below(unsynced + 1) as usize;
-    let mut data = inode.data[..keep].to_vec();
-    if keep > common && rng.chance(3) {
-        let garbled = 1 + rng.below((keep - common).min(64) as u64) as usize;
-        for byte in &mut data[keep - garbled..] {
-            *byte = rng.next_u64() as u8;
-        }
-    }
-    data
 }
 
 impl Storage for SimStorage {
@@ -225,7 +223,7 @@ impl Storage for SimStorage {
         }
         let mut state = self.state.lock();
         let inode = Arc::clone(state.entries.entry(path.to_path_buf()).or_default());
-        inode.lock().data.clear();
+        inode.lock().resize(0);
         if matches!(fate, OpFate::Crash(_)) {
             return Err(dead_error());
         }
@@ -275,6 +273,25 @@ impl Storage for SimStorage {
         state.durable_entries = state.entries.clone();
         Ok(())
     }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let fate = self.begin_op()?;
+        let mut state = self.state.lock();
+        if let OpFate::Crash(seed) = fate {
+            if Rng::new(seed).chance(2) {
+                if let Some(inode) = state.entries.remove(from) {
+                    state.entries.insert(to.to_path_buf(), inode);
+                }
+            }
+            return Err(dead_error());
+        }
+        let inode = state
+            .entries
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        state.entries.insert(to.to_path_buf(), inode);
+        Ok(())
+    }
 }
 
 struct SimFile {
@@ -293,6 +310,17 @@ impl ReadFile for SimFile {
 
     fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.inode.lock().data.len() as u64)
+    }
+
+    fn drop_cached_pages(&self) -> io::Result<()> {
+        let mut inode = self.inode.lock();
+        // Only the clean pages go; the file keeps its length (the inode's
+        // size is not a cached page), so dropped bytes read as the disk's.
+        if inode.dropped.is_some() {
+            inode.data = inode.disk_view();
+            inode.dropped = None;
+        }
+        Ok(())
     }
 }
 
@@ -322,17 +350,18 @@ impl WriteFile for SimFile {
             let mut state = self.storage.state.lock();
             state.syncs += 1;
             if state.fail_sync_number == Some(state.syncs) {
+                self.inode.lock().drop_unsynced();
                 return Err(io::Error::other("injected fsync failure"));
             }
         }
         let mut inode = self.inode.lock();
         if let OpFate::Crash(seed) = fate {
             if Rng::new(seed).chance(2) {
-                inode.durable = inode.data.clone();
+                inode.sync();
             }
             return Err(dead_error());
         }
-        inode.durable = inode.data.clone();
+        inode.sync();
         Ok(())
     }
 
@@ -341,7 +370,7 @@ impl WriteFile for SimFile {
         if let OpFate::Crash(_) = fate {
             return Err(dead_error());
         }
-        self.inode.lock().data.resize(len_bytes as usize, 0);
+        self.inode.lock().resize(len_bytes as usize);
         Ok(())
     }
 }
