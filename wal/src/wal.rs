@@ -106,11 +106,6 @@ impl Wal {
         self.shared.durable_seq()
     }
 
-    /// STUB: the log's identity (the real one lands with the log's identity change).
-    pub fn log_id(&self) -> u128 {
-        0x5eed
-    }
-
     /// The last sequence number assigned by `append` (0: none yet).
     pub fn last_seq(&self) -> u64 {
         self.shared.last_seq()
