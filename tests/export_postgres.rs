@@ -415,6 +415,12 @@ async fn sale_opening_seqs(client: &Client) -> Vec<i64> {
 
 /// Every table holds exactly the rows of `records`: no duplicate, no gap,
 /// nothing else.
+/// Every record the source holds, in log order.
+fn all_records(source: &MemorySource) -> Vec<Record> {
+    let numbered = source.clone().read_batch(0, usize::MAX).unwrap();
+    numbered.into_iter().map(|(_, record)| record).collect()
+}
+
 async fn assert_tables_match(client: &Client, records: &[Record]) {
     assert_eq!(cursor(client).await, records.len() as i64);
     let checkouts = checkout_rows(client).await;
@@ -641,13 +647,7 @@ async fn exactly_once_when_connections_are_terminated_mid_export() {
         terminated.load(Ordering::Relaxed) >= 10,
         "connections were terminated"
     );
-    let records: Vec<Record> = source
-        .clone()
-        .read_batch(0, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
+    let records = all_records(&source);
     assert_tables_match(&db.client().await, &records).await;
     let families = registry.gather();
     let rows_total: f64 = families
@@ -1304,12 +1304,5 @@ async fn shutdown_leaves_no_durable_record_unexported() {
     exporter.join().await;
     assert_eq!(status.last_exported_seq(), 15_000);
     assert_eq!(status.lag_records(), 0);
-    let records: Vec<Record> = source
-        .clone()
-        .read_batch(0, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    assert_tables_match(&db.client().await, &records).await;
+    assert_tables_match(&db.client().await, &all_records(&source)).await;
 }

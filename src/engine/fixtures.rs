@@ -116,6 +116,15 @@ impl Journal for TestJournal {
     }
 }
 
+/// Runs `work` on a fixture shared with a new thread (concurrency tests).
+pub fn in_thread<T: Send + 'static>(
+    f: &Arc<Fixture>,
+    work: impl FnOnce(&Fixture) -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let f = Arc::clone(f);
+    std::thread::spawn(move || work(&f))
+}
+
 /// An engine, its clock and its journal.
 pub struct Fixture {
     pub engine: Engine,

@@ -7,7 +7,7 @@ use crate::engine::{
     CheckoutOutcome, ItemOutcome, PurchaseItem, PurchaseOutcome, Record, Rejection,
 };
 
-use super::fixtures::{at_minutes, user, Fixture};
+use super::fixtures::{at_minutes, in_thread, user, Fixture};
 use super::{EngineConfig, EngineConfigError, EngineError, SaleStatus};
 
 fn bought(index: u32) -> PurchaseItem {
@@ -367,16 +367,10 @@ fn a_rejection_waits_for_a_claim_in_flight() {
     let f = Arc::new(Fixture::small());
     let cart = f.cart("alice", 6);
     let (entered, release) = f.journal.hold_next_purchase();
-    let buyer = {
-        let f = Arc::clone(&f);
-        std::thread::spawn(move || f.purchase(cart.code))
-    };
+    let buyer = in_thread(&f, move |f| f.purchase(cart.code));
     entered.recv().unwrap();
     // The bit is set, the record not yet appended: Bob must wait for it.
-    let rejecter = {
-        let f = Arc::clone(&f);
-        std::thread::spawn(move || f.checkout("bob", 6))
-    };
+    let rejecter = in_thread(&f, move |f| f.checkout("bob", 6));
     std::thread::sleep(std::time::Duration::from_millis(30));
     assert!(
         !rejecter.is_finished(),
@@ -394,15 +388,9 @@ fn a_rejection_depending_on_a_failed_claim_is_unavailable() {
     let f = Arc::new(Fixture::small());
     let cart = f.cart("alice", 6);
     let (entered, release) = f.journal.hold_next_purchase();
-    let buyer = {
-        let f = Arc::clone(&f);
-        std::thread::spawn(move || f.engine.purchase(cart.code))
-    };
+    let buyer = in_thread(&f, move |f| f.engine.purchase(cart.code));
     entered.recv().unwrap();
-    let rejecter = {
-        let f = Arc::clone(&f);
-        std::thread::spawn(move || f.engine.checkout(&user("bob"), f.item(6)))
-    };
+    let rejecter = in_thread(&f, move |f| f.engine.checkout(&user("bob"), f.item(6)));
     release.send(true).unwrap();
     assert!(matches!(
         buyer.join().unwrap(),

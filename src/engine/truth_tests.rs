@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use super::fixtures::{at_minutes, user, Fixture};
+use super::fixtures::{at_minutes, in_thread, user, Fixture};
 use super::{EngineConfig, ItemOutcome, Record, Rejection, SaleStatus};
 use crate::domain::{ItemId, SaleId};
 
@@ -42,17 +42,11 @@ fn a_stored_sold_out_is_recorded_after_the_claim_it_reports() {
     let alice = f.cart("alice", 6);
     let bob = f.cart("bob", 6);
     let (entered, release) = f.journal.hold_next_purchase();
-    let buyer = {
-        let f = Arc::clone(&f);
-        std::thread::spawn(move || f.purchase(alice.code))
-    };
+    let buyer = in_thread(&f, move |f| f.purchase(alice.code));
     entered.recv().unwrap();
     // Alice holds item 6's bit, her record is not appended: Bob's
     // purchase must not append its "sold out" before it.
-    let loser = {
-        let f = Arc::clone(&f);
-        std::thread::spawn(move || f.purchase(bob.code))
-    };
+    let loser = in_thread(&f, move |f| f.purchase(bob.code));
     std::thread::sleep(std::time::Duration::from_millis(30));
     assert!(!loser.is_finished(), "recorded before the claim it reports");
     release.send(false).unwrap();
@@ -76,10 +70,7 @@ fn two_purchases_claiming_each_others_items_do_not_wait_for_each_other() {
     f.cart("bob", 1);
     let buyers: Vec<_> = [alice.code, bob.code]
         .into_iter()
-        .map(|code| {
-            let f = Arc::clone(&f);
-            std::thread::spawn(move || f.purchase(code))
-        })
+        .map(|code| in_thread(&f, move |f| f.purchase(code)))
         .collect();
     let bought: u32 = buyers
         .into_iter()
