@@ -95,13 +95,11 @@ fn the_audit_refuses_a_sold_out_recorded_before_the_claim_it_reports() {
         panic!("a purchase");
     };
     assert_eq!(first.items[0].outcome, ItemOutcome::SoldOut);
-    let numbered = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| Ok::<_, String>((i as u64 + 1, r)));
     let engine = f.restarted_with(f.engine.config().clone());
-    let error = crate::recovery::recover(&engine, numbered).unwrap_err();
-    let message = format!("{error}: {}", std::error::Error::source(&error).unwrap());
+    for (index, record) in records.iter().enumerate() {
+        engine.apply(index as u64 + 1, record).unwrap();
+    }
+    let message = engine.audit().unwrap_err().to_string();
     assert!(message.contains("not by an earlier record"), "{message}");
 }
 
