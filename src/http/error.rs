@@ -99,7 +99,8 @@ fn rejection_status(rejection: Rejection) -> StatusCode {
         Rejection::SaleNotActive
         | Rejection::ItemSoldOut
         | Rejection::SaleSoldOut
-        | Rejection::UserLimitReached => StatusCode::CONFLICT,
+        | Rejection::UserLimitReached
+        | Rejection::SaleFull => StatusCode::CONFLICT,
     }
 }
 
@@ -141,6 +142,7 @@ mod tests {
             (Rejection::ItemSoldOut, 409),
             (Rejection::SaleSoldOut, 409),
             (Rejection::UserLimitReached, 409),
+            (Rejection::SaleFull, 409),
         ];
         for (rejection, status) in cases {
             let error = ApiError::rejected(rejection, "x");

@@ -97,6 +97,9 @@ pub(super) async fn checkout(
                     format!("user {user} already has {limit} items purchased or in the cart")
                 }
                 Rejection::CheckoutNotFound => format!("no cart for item {item}"),
+                Rejection::SaleFull => {
+                    format!("sale {} admits no more users; users in it keep buying", item.sale)
+                }
             };
             ApiError::rejected(rejection, message)
         })?;
