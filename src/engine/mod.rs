@@ -48,6 +48,7 @@ mod durable_sold;
 mod inventory;
 mod outcome;
 mod overflow;
+mod owner;
 mod purchase;
 mod reads;
 mod record;
