@@ -369,8 +369,10 @@ fn a_full_sale_turns_new_users_away_with_a_recorded_sale_full_and_no_slot() {
 
 #[test]
 fn users_per_sale_max_beyond_a_stripes_slots_is_refused() {
-    let mut config = EngineConfig::default();
-    config.users_per_sale_max = USERS_PER_SALE_MAX_LARGEST;
+    let mut config = EngineConfig {
+        users_per_sale_max: USERS_PER_SALE_MAX_LARGEST,
+        ..EngineConfig::default()
+    };
     assert!(config.validate().is_ok());
     config.users_per_sale_max = USERS_PER_SALE_MAX_LARGEST + 1;
     assert!(config.validate().is_err());
