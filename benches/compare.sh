@@ -24,6 +24,10 @@
 #   OUT_DIR=target/compare
 #   NO_FSYNC_FLAG=--unsafe-no-fsync   the server's flag that turns fsync off
 #   AUDIT_SECONDS=10      the audited realistic run (0 skips it)
+#   LIMIT_FLAGS="--user-writes-per-second 0 --client-requests-per-second 0"
+#                         the server's rate limits, off so that peak runs
+#                         measure the server, not the limiter (all load
+#                         comes from 127.0.0.1 and reuses users)
 #
 # Exit status: non-zero if a build fails, the baseline cannot be measured, or
 # the audit fails.
@@ -36,6 +40,7 @@ LATENCY_SERVER_WORKERS=${LATENCY_SERVER_WORKERS:-0}
 LOAD_THREADS=${LOAD_THREADS:-1}
 NO_FSYNC_FLAG=${NO_FSYNC_FLAG:---unsafe-no-fsync}
 AUDIT_SECONDS=${AUDIT_SECONDS:-10}
+LIMIT_FLAGS=${LIMIT_FLAGS:---user-writes-per-second 0 --client-requests-per-second 0}
 HEALTH_WAIT_TRIES=100 # x 0.1 s
 REDIS_REQUESTS_MIN=10000
 REDIS_REQUESTS_MAX=5000000
@@ -124,7 +129,7 @@ start_server() {
   shift 2
   mkdir -p "$work/$name"
   "$SERVER" serve --listen "127.0.0.1:$port" --data-dir "$work/$name/data" \
-    --workers "${START_WORKERS:-$SERVER_WORKERS}" "$@" \
+    --workers "${START_WORKERS:-$SERVER_WORKERS}" $LIMIT_FLAGS "$@" \
     >"$OUT_DIR/$name.server.log" 2>&1 &
   server_pid=$!
   if ! wait_healthy "$port"; then

@@ -12,10 +12,14 @@
 #      each by a new user, each a durable log record), reads VmRSS again.
 #
 # Settings (environment): USERS=1000000 REJECT_SECONDS=20 CONNECTIONS=64
+#   LIMIT_FLAGS="--user-writes-per-second 0 --client-requests-per-second 0"
+#   (the rate limits, off: this measures the engine; benches/memory-limits.sh
+#   measures the limiters)
 set -euo pipefail
 USERS=${USERS:-1000000}
 REJECT_SECONDS=${REJECT_SECONDS:-20}
 CONNECTIONS=${CONNECTIONS:-64}
+LIMIT_FLAGS=${LIMIT_FLAGS:---user-writes-per-second 0 --client-requests-per-second 0}
 CHUNK_SECONDS=10
 CHUNKS_MAX=100
 
@@ -25,7 +29,7 @@ cd "$root"
 cargo build --release -p flashsale -p flashsale-load >&2
 work=$(mktemp -d "${TMPDIR:-/tmp}/flashsale-memory.XXXXXX")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-target/release/flashsale serve --listen "127.0.0.1:$port" --data-dir "$work/data" --user-limit 1 \
+target/release/flashsale serve --listen "127.0.0.1:$port" --data-dir "$work/data" --user-limit 1 $LIMIT_FLAGS \
   >"$work/server.log" 2>&1 &
 server_pid=$!
 trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -90,6 +90,10 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub write_requests_in_flight_max: u32,
 
+    /// Per-user and per-client rates, trusted proxies, users per sale.
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
+
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "FLASHSALE_WORKERS", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=256))]

@@ -6,6 +6,7 @@
 //! - `server`: start (open the log, recover, exporter, bind) and the
 //!   ordered stop; `shutdown`: the stop signal as a value.
 //! - `http`: routes, thin handlers, the one mapping of errors to the contract.
+//! - `limits`: per-user and per-client rate limits with bounded key counts.
 //! - `service`: what the HTTP layer may ask: the write path (admit, engine
 //!   decision, wait for durability), reads and the health report.
 //! - `engine`: sold bitsets, users and carts, checkout/purchase decisions;
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod export;
 pub mod http;
 pub mod journal;
+pub mod limits;
 pub mod metrics;
 pub mod recovery;
 pub mod server;

@@ -18,6 +18,7 @@ use crate::engine::{Engine, EngineConfig, EngineConfigError};
 use crate::export::{ExportError, RunningExporter};
 use crate::http::{self, AppState};
 use crate::journal::WalJournal;
+use crate::limits::{LimitSettings, Limits};
 use crate::metrics::Metrics;
 use crate::recovery::{self, RecoveryError};
 use crate::service::Service;
@@ -125,7 +126,11 @@ fn recover_engine(
     let clock = Arc::new(SystemClock {
         offset_seconds: args.clock_offset_seconds,
     });
-    let engine = Engine::new(engine_config(&args.store), clock, journal.clone())?;
+    let config = EngineConfig {
+        users_per_sale_max: args.limits.users_per_sale_max,
+        ..engine_config(&args.store)
+    };
+    let engine = Engine::new(config, clock, journal.clone())?;
     let report = recovery::recover_from_journal(&engine, &journal)?;
     tracing::info!(
         records = report.replayed.records,
@@ -176,7 +181,9 @@ impl Application {
             None => None,
         };
         let export_status = exporter.as_ref().map(RunningExporter::status_fn);
-        let state = Arc::new(AppState::new(service, metrics, export_status));
+        let limits = Arc::new(Limits::new(&LimitSettings::from_args(&args.limits)));
+        Limits::spawn_cleaner(&limits);
+        let state = Arc::new(AppState::new(service, metrics, export_status).with_limits(limits));
         let listen_error = |source| ServerError::Listen {
             address: args.listen,
             source,

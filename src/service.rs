@@ -166,6 +166,15 @@ impl Service {
         None
     }
 
+    /// The owner of the cart `code` names in the active sale, if any (for
+    /// the per-user rate limit of purchases; decides nothing).
+    pub fn purchase_owner(&self, code: &PurchaseCode) -> Option<UserId> {
+        match code {
+            PurchaseCode::Issued(code) => self.engine.owner_in_active_sale(*code),
+            PurchaseCode::Foreign(_) => None,
+        }
+    }
+
     pub fn user_limit(&self) -> u32 {
         self.engine.user_limit()
     }

@@ -269,6 +269,7 @@ fn rejection_code(rejection: Rejection) -> String {
         Rejection::SaleSoldOut => "sale_sold_out",
         Rejection::UserLimitReached => "user_limit_reached",
         Rejection::CheckoutNotFound => "checkout_not_found",
+        Rejection::SaleFull => "sale_full",
     }
     .to_string()
 }

@@ -34,7 +34,7 @@ impl Endpoint {
 }
 
 /// The SPEC's error codes, and `other` for anything else a server says.
-pub const ERROR_CODES: [&str; 15] = [
+pub const ERROR_CODES: [&str; 16] = [
     "invalid_request",
     "not_found",
     "sale_not_found",
@@ -45,6 +45,7 @@ pub const ERROR_CODES: [&str; 15] = [
     "item_sold_out",
     "sale_sold_out",
     "user_limit_reached",
+    "sale_full",
     "payload_too_large",
     "rate_limited",
     "unavailable",

@@ -130,7 +130,10 @@ impl Engine {
         let open_secret = slot.and_then(|slot| stripe.user(slot).open_secret());
         let new_slot = match slot {
             Some(_) => None,
-            None => Some(self.reserve_slot(active, stripe)?),
+            None => match self.reserve_slot(active, stripe)? {
+                Some(reserved) => Some(reserved),
+                None => return self.reject_sale_full(active, user, item, now),
+            },
         };
         let Some(target) = slot.or(new_slot) else {
             unreachable!("either the user's slot or a new one");
@@ -164,15 +167,39 @@ impl Engine {
     }
 
     /// The slot the new user will get, with one of the sale's places for
-    /// users taken; `Overloaded` if the sale or the stripe is full.
-    fn reserve_slot(&self, active: &SaleState, stripe: &UserStripe) -> Result<u32, EngineError> {
+    /// users taken; `None` if the sale holds `users_per_sale_max` users
+    /// (the contract's `sale_full`). `Overloaded` (503) if the stripe's
+    /// slot table is full: unreachable while `users_per_sale_max` is at
+    /// most `SLOTS_PER_STRIPE_MAX` (as `EngineConfig::validate` demands),
+    /// since a stripe never holds more users than its sale, and kept as
+    /// the engine's own bound.
+    fn reserve_slot(
+        &self,
+        active: &SaleState,
+        stripe: &UserStripe,
+    ) -> Result<Option<u32>, EngineError> {
+        if !active.users.try_reserve_user() {
+            return Ok(None);
+        }
         let Some(slot) = stripe.next_slot() else {
+            active.users.release_user();
             return Err(EngineError::Overloaded);
         };
-        if !active.users.try_reserve_user() {
-            return Err(EngineError::Overloaded);
-        }
-        Ok(slot)
+        Ok(Some(slot))
+    }
+
+    /// Records and answers `sale_full` for a new user: like every 409, a
+    /// log record; it creates nothing (the user gets no slot).
+    fn reject_sale_full(
+        &self,
+        active: &SaleState,
+        user: &UserId,
+        item: ItemId,
+        now: DateTime<Utc>,
+    ) -> Result<(Decided<CartView>, ClaimWait), EngineError> {
+        let outcome = CheckoutOutcome::Rejected(Rejection::SaleFull);
+        let seq = self.append_checkout(now, active.id, user, item, None, outcome)?;
+        Ok((decided(Err(Rejection::SaleFull), seq), ClaimWait::Nothing))
     }
 
     /// Appends the `Added` record for the user in `slot` (which may not

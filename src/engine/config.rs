@@ -10,6 +10,9 @@ pub const USER_LIMIT_DEFAULT: u32 = 10;
 pub const PAST_SALES_RETAINED_HOURS_DEFAULT: u32 = PAST_SALES_RETAINED_HOURS_MIN;
 /// Users one sale may hold unless configured otherwise.
 pub const USERS_PER_SALE_MAX_DEFAULT: u32 = 2_000_000;
+/// Largest accepted `users_per_sale_max`: a stripe's slot table (what a
+/// code can address), so that a stripe can never fill before its sale.
+pub const USERS_PER_SALE_MAX_LARGEST: u32 = super::codes::SLOTS_PER_STRIPE_MAX;
 /// Largest accepted `items_per_sale`.
 pub const ITEMS_PER_SALE_MAX: u32 = 1_000_000;
 /// Largest accepted `user_limit`.
@@ -39,7 +42,8 @@ pub struct EngineConfig {
     pub user_limit: u32,
     /// Hours a past sale stays readable and answerable (24 to 168).
     pub past_sales_retained_hours: u32,
-    /// Users per sale the engine holds; a new user beyond it gets 503.
+    /// Users per sale the engine holds (1 to 2^24); a new user beyond it
+    /// gets 409 `sale_full`, recorded.
     pub users_per_sale_max: u32,
 }
 
@@ -66,7 +70,7 @@ pub enum EngineConfigError {
          {PAST_SALES_RETAINED_HOURS_MAX}, got {0}"
     )]
     PastSalesRetainedHours(u32),
-    #[error("users_per_sale_max must be at least 1, got {0}")]
+    #[error("users_per_sale_max must be 1 to {USERS_PER_SALE_MAX_LARGEST}, got {0}")]
     UsersPerSaleMax(u32),
 }
 
@@ -92,8 +96,8 @@ impl EngineConfig {
                 self.past_sales_retained_hours,
             ));
         }
-        if self.users_per_sale_max == 0 {
-            return Err(EngineConfigError::UsersPerSaleMax(0));
+        if !(1..=USERS_PER_SALE_MAX_LARGEST).contains(&self.users_per_sale_max) {
+            return Err(EngineConfigError::UsersPerSaleMax(self.users_per_sale_max));
         }
         Ok(())
     }

@@ -48,6 +48,7 @@ mod durable_sold;
 mod inventory;
 mod outcome;
 mod overflow;
+mod owner;
 mod purchase;
 mod reads;
 mod record;
@@ -79,7 +80,8 @@ pub use audit::{AuditError, AuditReport};
 pub use config::{
     EngineConfig, EngineConfigError, SaleSettings, ITEMS_PAGE_LIMIT_MAX, ITEMS_PER_SALE_DEFAULT,
     ITEMS_PER_SALE_MAX, PAST_SALES_RETAINED_HOURS_DEFAULT, PAST_SALES_RETAINED_HOURS_MAX,
-    PAST_SALES_RETAINED_HOURS_MIN, USERS_PER_SALE_MAX_DEFAULT, USER_LIMIT_DEFAULT, USER_LIMIT_MAX,
+    PAST_SALES_RETAINED_HOURS_MIN, USERS_PER_SALE_MAX_DEFAULT, USERS_PER_SALE_MAX_LARGEST,
+    USER_LIMIT_DEFAULT, USER_LIMIT_MAX,
 };
 pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};
@@ -105,8 +107,9 @@ pub enum EngineError {
     /// could not be recorded.
     #[error(transparent)]
     Unavailable(#[from] JournalError),
-    /// The sale holds `users_per_sale_max` users already.
-    #[error("the active sale holds the most users it may; try again later")]
+    /// The stripe of a new user holds `SLOTS_PER_STRIPE_MAX` users (a
+    /// full sale is `Rejection::SaleFull`, not this).
+    #[error("the user table of the active sale is full; try again later")]
     Overloaded,
     /// The operating system's random source failed.
     #[error("cannot generate a checkout code")]

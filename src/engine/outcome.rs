@@ -17,6 +17,9 @@ pub enum Rejection {
     SaleSoldOut,
     UserLimitReached,
     CheckoutNotFound,
+    /// A new user asked for a place in a sale that holds
+    /// `users_per_sale_max` users already (users in it keep buying).
+    SaleFull,
 }
 
 impl Rejection {
@@ -29,6 +32,7 @@ impl Rejection {
             Rejection::SaleSoldOut => "sale_sold_out",
             Rejection::UserLimitReached => "user_limit_reached",
             Rejection::CheckoutNotFound => "checkout_not_found",
+            Rejection::SaleFull => "sale_full",
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::engine::{
 };
 
 use super::fixtures::{at_minutes, in_thread, user, Fixture};
-use super::{EngineConfig, EngineConfigError, EngineError, SaleStatus};
+use super::{EngineConfig, EngineConfigError, EngineError, SaleStatus, USERS_PER_SALE_MAX_LARGEST};
 
 fn bought(index: u32) -> PurchaseItem {
     PurchaseItem {
@@ -343,7 +343,7 @@ fn a_failed_append_changes_nothing_and_blocks_claims() {
 }
 
 #[test]
-fn the_user_bound_turns_new_users_away_without_a_trace() {
+fn a_full_sale_turns_new_users_away_with_a_recorded_sale_full_and_no_slot() {
     let f = Fixture::new(EngineConfig {
         items_per_sale: 8,
         users_per_sale_max: 1,
@@ -351,15 +351,31 @@ fn the_user_bound_turns_new_users_away_without_a_trace() {
     });
     f.checkout("alice", 0);
     let records = f.journal.records().len();
-    assert!(matches!(
-        f.engine.checkout(&user("bob"), f.item(1)),
-        Err(EngineError::Overloaded)
-    ));
-    assert_eq!(f.journal.records().len(), records, "503s are not recorded");
+    assert_eq!(rejection(f.checkout("bob", 1)), Rejection::SaleFull);
+    let recorded = f.journal.records();
+    assert_eq!(recorded.len(), records + 1, "a 409 is a log record");
+    match recorded.last() {
+        Some(Record::Checkout(r)) => {
+            assert_eq!(r.outcome, CheckoutOutcome::Rejected(Rejection::SaleFull));
+            assert_eq!(r.code, None, "the refused user has no cart");
+        }
+        other => panic!("not a checkout record: {other:?}"),
+    }
     assert_eq!(rejection(f.checkout("bob", 99)), Rejection::ItemNotFound);
     f.checkout("alice", 1);
     let snapshot = f.engine.snapshot();
-    assert_eq!(snapshot.sales[&f.sale()].users.len(), 1);
+    assert_eq!(snapshot.sales[&f.sale()].users.len(), 1, "no slot for bob");
+}
+
+#[test]
+fn users_per_sale_max_beyond_a_stripes_slots_is_refused() {
+    let mut config = EngineConfig {
+        users_per_sale_max: USERS_PER_SALE_MAX_LARGEST,
+        ..EngineConfig::default()
+    };
+    assert!(config.validate().is_ok());
+    config.users_per_sale_max = USERS_PER_SALE_MAX_LARGEST + 1;
+    assert!(config.validate().is_err());
 }
 
 #[test]

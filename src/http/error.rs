@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::config::RETRY_AFTER_SECONDS;
 use crate::domain::ParseError;
 use crate::engine::Rejection;
+use crate::limits::Throttled;
 use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("too many requests in flight; retry shortly")]
     RateLimited,
+    /// Over a per-user or per-client rate (`crate::limits`).
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
     #[error("{0}")]
     Unavailable(String),
     #[error("{message}")]
@@ -52,7 +56,7 @@ impl ApiError {
             ApiError::SaleNotFound(_) => "sale_not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::RateLimited => "rate_limited",
+            ApiError::RateLimited | ApiError::Throttled(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Rejected { rejection, .. } => rejection.code(),
         }
@@ -99,7 +103,8 @@ fn rejection_status(rejection: Rejection) -> StatusCode {
         Rejection::SaleNotActive
         | Rejection::ItemSoldOut
         | Rejection::SaleSoldOut
-        | Rejection::UserLimitReached => StatusCode::CONFLICT,
+        | Rejection::UserLimitReached
+        | Rejection::SaleFull => StatusCode::CONFLICT,
     }
 }
 
@@ -110,7 +115,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::SaleNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited | ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Rejected { rejection, .. } => rejection_status(*rejection),
         }
@@ -120,6 +125,10 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::RateLimited | ApiError::Unavailable(_)) {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+        }
+        if let ApiError::Throttled(throttled) = self {
+            let seconds = throttled.retry_after_seconds();
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(ErrorBody {
             error: self.code(),
@@ -141,6 +150,7 @@ mod tests {
             (Rejection::ItemSoldOut, 409),
             (Rejection::SaleSoldOut, 409),
             (Rejection::UserLimitReached, 409),
+            (Rejection::SaleFull, 409),
         ];
         for (rejection, status) in cases {
             let error = ApiError::rejected(rejection, "x");
@@ -154,6 +164,10 @@ mod tests {
         for error in [
             ApiError::RateLimited,
             ApiError::Unavailable("log failed".into()),
+            ApiError::Throttled(Throttled::KeysFull {
+                what: "users",
+                keys_max: 1,
+            }),
         ] {
             let response = error.error_response();
             assert!(response.headers().contains_key(header::RETRY_AFTER));

@@ -82,6 +82,7 @@ pub(super) async fn checkout(
 ) -> Answer {
     let user = UserId::parse(query.user_id.as_deref().unwrap_or(""))?;
     let item = ItemId::parse(query.id.as_deref().unwrap_or(""))?;
+    state.limits.check_user(&user)?;
     let cart = state
         .service
         .checkout(&user, item)
@@ -97,6 +98,12 @@ pub(super) async fn checkout(
                     format!("user {user} already has {limit} items purchased or in the cart")
                 }
                 Rejection::CheckoutNotFound => format!("no cart for item {item}"),
+                Rejection::SaleFull => {
+                    format!(
+                        "sale {} admits no more users; users in it keep buying",
+                        item.sale
+                    )
+                }
             };
             ApiError::rejected(rejection, message)
         })?;
@@ -166,6 +173,7 @@ pub(super) async fn purchase(
     query: web::Query<PurchaseQuery>,
 ) -> Answer {
     let code = PurchaseCode::parse(query.code.as_deref().unwrap_or(""))?;
+    super::limits::check_purchase_owner(&state, &code)?;
     let view = state.service.purchase(&code).await?.map_err(|rejection| {
         let message = match rejection {
             Rejection::CheckoutNotFound => format!("no cart has code {code}"),

@@ -8,6 +8,7 @@
 
 mod error;
 mod handlers;
+mod limits;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use crate::config::{
     CLIENT_REQUEST_TIMEOUT, CONNECTIONS_PER_WORKER_MAX, KEEP_ALIVE_IDLE_TIMEOUT,
     LISTEN_BACKLOG_MAX, QUERY_BYTES_MAX, REQUEST_BODY_BYTES_MAX, SHUTDOWN_GRACE_TIMEOUT,
 };
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::service::Service;
 
@@ -40,6 +42,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub export_status: Option<ExportStatusFn>,
     request_ids: RequestIds,
+    /// Per-user and per-client rate limits (`crate::limits`); off unless
+    /// `with_limits` sets them.
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
@@ -53,7 +58,13 @@ impl AppState {
             metrics,
             export_status,
             request_ids: RequestIds::new(),
+            limits: Arc::new(Limits::off()),
         }
+    }
+
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> AppState {
+        self.limits = limits;
+        self
     }
 }
 
@@ -95,6 +106,7 @@ pub fn serve(
             .app_data(handlers::path_config())
             .configure(routes)
             .default_service(web::to(handlers::not_found))
+            .wrap(from_fn(limits::limit_clients))
             .wrap(from_fn(observe))
     })
     .workers(workers)
