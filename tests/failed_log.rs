@@ -165,7 +165,10 @@ async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], "unavailable");
         let message = body["message"].as_str().unwrap();
-        assert!(!message.contains("injected"), "system text leaked: {message}");
+        assert!(
+            !message.contains("injected"),
+            "system text leaked: {message}"
+        );
     }
     // Not even a purchase of the acknowledged cart is acknowledged now.
     let response = server.post(&format!("/purchase?code={code}")).await;
