@@ -33,6 +33,27 @@ pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a client may take to send a whole request body (slow bodies,
+/// trickled chunks); then 408 and the connection is closed.
+pub const REQUEST_BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a response write may stay stuck on a client that does not
+/// read (slow readers); then the connection is closed.
+pub const RESPONSE_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection may linger for the client's last bytes.
+pub const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Open files kept for the log, snapshots, PostgreSQL and the runtime;
+/// the rest of the open-file limit is for connections.
+pub const OPEN_FILES_RESERVE: u64 = 256;
+/// Above this share of the connection cap, idle connections are closed
+/// (oldest first) to make room for new ones.
+pub const CONNECTIONS_NEAR_CAP_PERCENT: usize = 90;
+/// A connection silent for less than this is never closed to make room.
+pub const CONNECTION_IDLE_EVICTION_AGE_MIN: Duration = Duration::from_secs(1);
+/// Client errors (bad requests the framework refuses) logged per second;
+/// the rest are counted and summed up in one line.
+pub const CLIENT_ERROR_LOG_LINES_PER_SECOND_MAX: u32 = 10;
+/// Longest echo of a client's path, query or body in an error message.
+pub const ECHO_CHARS_MAX: usize = 100;
 /// `Retry-After` for 429 and 503 answers, in seconds.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use flashsale::config::{Cli, Command, LogFormat};
 use mimalloc::MiMalloc;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// mimalloc instead of the system allocator: every request allocates a
 /// little (JSON, the log record, actix's request state); measured in
@@ -75,8 +77,10 @@ fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
         .with_ansi(std::io::stdout().is_terminal());
+    // Client errors logged by the HTTP framework: bounded, not at ERROR.
+    let throttle = flashsale::http::client_errors::ThrottleClientErrors::new();
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(throttle).init(),
+        LogFormat::Json => builder.json().finish().with(throttle).init(),
     }
 }

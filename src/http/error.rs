@@ -34,6 +34,8 @@ pub enum ApiError {
     Throttled(#[from] Throttled),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{message}")]
     Rejected {
         rejection: Rejection,
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited | ApiError::Throttled(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Rejected { rejection, .. } => rejection.code(),
         }
     }
@@ -80,8 +83,26 @@ impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> ApiError {
         match error {
             ServiceError::RateLimited => ApiError::RateLimited,
-            other => ApiError::Unavailable(with_causes(&other)),
+            other => {
+                // Paths and system error text stay in the server log.
+                tracing::warn!(error = with_causes(&other), "write refused");
+                ApiError::Unavailable(public_reason(&other).1.to_string())
+            }
         }
+    }
+}
+
+/// Why writes are refused, as a short kind and a sentence safe to show:
+/// no file paths, no operating-system or PostgreSQL text.
+pub(super) fn public_reason(error: &ServiceError) -> (&'static str, &'static str) {
+    match error {
+        ServiceError::RateLimited => ("rate_limited", "too many requests in flight"),
+        ServiceError::ShuttingDown => ("shutting_down", "the server is shutting down"),
+        ServiceError::LogFailed { .. } | ServiceError::NotDurable(_) => (
+            "log_failed",
+            "the log cannot make writes durable; writes are refused until a restart",
+        ),
+        ServiceError::Engine(_) => ("engine_failed", "the server cannot accept writes now"),
     }
 }
 
@@ -117,6 +138,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited | ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Rejected { rejection, .. } => rejection_status(*rejection),
         }
     }

@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::client_errors::echo;
 use super::{ApiError, AppState};
 use crate::domain::{ItemId, PurchaseCode, SaleId, UserId};
 use crate::engine::{CartView, ItemsPage, PurchaseView, Rejection, SaleView, ITEMS_PAGE_LIMIT_MAX};
@@ -18,29 +19,37 @@ type Answer = Result<HttpResponse, ApiError>;
 
 pub(super) fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|error, _| {
-        ApiError::InvalidRequest(format!("bad query string: {error}")).into()
+        ApiError::InvalidRequest(format!("bad query string: {}", echo(&error.to_string()))).into()
     })
 }
 
 pub(super) fn path_config() -> web::PathConfig {
-    web::PathConfig::default()
-        .error_handler(|error, _| ApiError::InvalidRequest(format!("bad path: {error}")).into())
+    web::PathConfig::default().error_handler(|error, _| {
+        ApiError::InvalidRequest(format!("bad path: {}", echo(&error.to_string()))).into()
+    })
 }
 
 pub(super) async fn not_found(request: HttpRequest) -> Answer {
     Err(ApiError::NotFound(format!(
         "{} {}",
-        request.method(),
-        request.path()
+        echo(request.method().as_str()),
+        echo(request.path())
     )))
 }
 
-pub(super) async fn method_not_allowed(request: HttpRequest) -> Answer {
-    Err(ApiError::MethodNotAllowed(format!(
+/// 405 with `Allow: allow` (the resource's methods).
+pub(super) async fn method_not_allowed(request: HttpRequest, allow: &'static str) -> HttpResponse {
+    let error = ApiError::MethodNotAllowed(format!(
         "{} is not allowed on {}",
-        request.method(),
-        request.path()
-    )))
+        echo(request.method().as_str()),
+        echo(request.path())
+    ));
+    let mut response = actix_web::ResponseError::error_response(&error);
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    response
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
@@ -320,16 +329,21 @@ pub(super) async fn sale_items(
     Ok(HttpResponse::Ok().json(ItemsBody::from(&page)))
 }
 
-pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
+/// `/health`. Reasons are short kinds; the details (paths, system and
+/// PostgreSQL error text) are in the server log only.
+pub(super) async fn health(
+    state: web::Data<AppState>,
+    connections: web::Data<super::connections::Tracker>,
+) -> HttpResponse {
     let health = state.service.health();
     let exporter = match &state.export_status {
-        Some(status) => status(),
+        Some(status) => public_export_status(status()),
         None => serde_json::json!({ "state": "disabled" }),
     };
     let reason = health
         .unavailable
         .as_ref()
-        .map(|error| super::error::with_causes(error));
+        .map(|error| super::error::public_reason(error).0);
     let log = &health.log;
     let body = serde_json::json!({
         "status": if reason.is_some() { "unavailable" } else { "ok" },
@@ -337,11 +351,12 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
         "log": {
             "id": log.id,
             "state": if log.failure.is_some() { "failed" } else { "ok" },
-            "failure": log.failure,
+            "failure": log.failure.as_ref().map(|_| "write or fsync failed (details in the server log)"),
             "durable_seq": log.durable_seq,
             "last_seq": log.last_seq,
         },
         "exporter": exporter,
+        "connections": connections.health(),
         "active_sale": SaleBody::from(&health.active_sale),
     });
     let status = if reason.is_some() {
@@ -362,4 +377,15 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> Answer {
     Ok(HttpResponse::Ok()
         .content_type(ContentType::plaintext())
         .body(text))
+}
+
+/// The exporter's status without its error text (PostgreSQL messages can
+/// name hosts, users and tables); the text is in the server log.
+fn public_export_status(mut status: serde_json::Value) -> serde_json::Value {
+    if let Some(error) = status.get_mut("last_error") {
+        if !error.is_null() {
+            *error = serde_json::Value::from("see the server log");
+        }
+    }
+    status
 }

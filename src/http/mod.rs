@@ -6,9 +6,16 @@
 //! call the service or the engine, render JSON. Every error a client can see
 //! goes through `error::ApiError`.
 
+mod assemble;
+mod body;
+pub mod client_errors;
+mod connections;
 mod error;
 mod handlers;
 mod limits;
+mod open_files;
+mod routes;
+mod stream;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,14 +27,11 @@ use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpServer, ResponseError};
+use actix_web::{web, App, ResponseError};
 
 pub use error::ApiError;
 
-use crate::config::{
-    CLIENT_REQUEST_TIMEOUT, CONNECTIONS_PER_WORKER_MAX, KEEP_ALIVE_IDLE_TIMEOUT,
-    LISTEN_BACKLOG_MAX, QUERY_BYTES_MAX, REQUEST_BODY_BYTES_MAX, SHUTDOWN_GRACE_TIMEOUT,
-};
+use crate::config::{QUERY_BYTES_MAX, REQUEST_BODY_BYTES_MAX};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -73,22 +77,15 @@ impl AppState {
 /// request, and unmatched paths share one label).
 fn routes(config: &mut web::ServiceConfig) {
     use handlers::*;
+    use routes::{get, post};
     config
-        .service(resource("/checkout", web::post().to(checkout)))
-        .service(resource("/purchase", web::post().to(purchase)))
-        .service(resource("/sales/active", web::get().to(active_sale)))
-        .service(resource("/sales/{id}", web::get().to(sale)))
-        .service(resource("/sales/{id}/items", web::get().to(sale_items)))
-        .service(resource("/health", web::get().to(health)))
-        .service(resource("/metrics", web::get().to(metrics)));
-}
-
-/// A route answering `method_route`, and 405 for any other method.
-fn resource(pattern: &'static str, method_route: actix_web::Route) -> actix_web::Resource {
-    web::resource(pattern)
-        .name(pattern)
-        .route(method_route)
-        .default_service(web::to(handlers::method_not_allowed))
+        .service(post("/checkout", checkout))
+        .service(post("/purchase", purchase))
+        .service(get("/sales/active", active_sale))
+        .service(get("/sales/{id}", sale))
+        .service(get("/sales/{id}/items", sale_items))
+        .service(get("/health", health))
+        .service(get("/metrics", metrics));
 }
 
 /// Binds `listener` and returns the server, not yet awaited. Signals are
@@ -98,27 +95,30 @@ pub fn serve(
     state: Arc<AppState>,
     workers: usize,
 ) -> std::io::Result<Server> {
+    let slow = assemble::SlowClients::start(&state.metrics.registry, workers)?;
+    let (tracker, timeouts) = (slow.tracker.clone(), slow.timeouts);
+    let body_timeout = web::Data::new(body::BodyReadTimeout(timeouts.request_body));
     let state = web::Data::from(state);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(handlers::query_config())
-            .app_data(handlers::path_config())
-            .configure(routes)
-            .default_service(web::to(handlers::not_found))
-            .wrap(from_fn(limits::limit_clients))
-            .wrap(from_fn(observe))
-    })
-    .workers(workers)
-    .backlog(LISTEN_BACKLOG_MAX)
-    .max_connections(CONNECTIONS_PER_WORKER_MAX)
-    .keep_alive(KEEP_ALIVE_IDLE_TIMEOUT)
-    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-    .shutdown_timeout(SHUTDOWN_GRACE_TIMEOUT.as_secs())
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    assemble::server(
+        listener,
+        workers,
+        slow.tracker,
+        timeouts,
+        slow.per_worker,
+        move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::Data::from(tracker.clone()))
+                .app_data(body_timeout.clone())
+                .app_data(handlers::query_config())
+                .app_data(handlers::path_config())
+                .configure(routes)
+                .default_service(web::to(handlers::not_found))
+                .wrap(from_fn(body::read_whole_body))
+                .wrap(from_fn(limits::limit_clients))
+                .wrap(from_fn(observe))
+        },
+    )
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
