@@ -47,6 +47,8 @@ pub enum ServerError {
     Recovery(#[from] RecoveryError),
     #[error("cannot start the exporter")]
     Export(#[from] ExportError),
+    #[error("cannot turn identity on")]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("cannot listen on {address}")]
     Listen {
         address: SocketAddr,
@@ -152,6 +154,7 @@ impl Application {
         storage: Arc<dyn Storage>,
     ) -> Result<Application, ServerError> {
         let metrics = Arc::new(Metrics::new().map_err(ServerError::Metrics)?);
+        let identity = crate::identity::start(&args.auth)?;
         let Recovered {
             wal,
             journal,
@@ -176,7 +179,8 @@ impl Application {
             None => None,
         };
         let export_status = exporter.as_ref().map(RunningExporter::status_fn);
-        let state = Arc::new(AppState::new(service, metrics, export_status));
+        let state =
+            Arc::new(AppState::new(service, metrics, export_status).with_identity(identity));
         let listen_error = |source| ServerError::Listen {
             address: args.listen,
             source,

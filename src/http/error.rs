@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::config::RETRY_AFTER_SECONDS;
 use crate::domain::ParseError;
 use crate::engine::Rejection;
+use crate::identity::TokenError;
 use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,12 @@ pub enum ApiError {
     RateLimited,
     #[error("{0}")]
     Unavailable(String),
+    /// Identity on, and no valid bearer token.
+    #[error("{0}")]
+    Unauthorized(#[from] TokenError),
+    /// Identity on, and `user_id` names another user than the token.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{message}")]
     Rejected {
         rejection: Rejection,
@@ -54,6 +61,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Rejected { rejection, .. } => rejection.code(),
         }
     }
@@ -112,6 +121,8 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Rejected { rejection, .. } => rejection_status(*rejection),
         }
     }
@@ -120,6 +131,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::RateLimited | ApiError::Unavailable(_)) {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(ErrorBody {
             error: self.code(),
@@ -160,5 +174,16 @@ mod tests {
         }
         let response = ApiError::InvalidRequest("x".into()).error_response();
         assert!(!response.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_refused_token_answers_401_with_www_authenticate() {
+        let response = ApiError::Unauthorized(TokenError::Expired).error_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE).unwrap();
+        assert_eq!(challenge, "Bearer");
+        let forbidden = ApiError::Forbidden("x".into());
+        assert_eq!(forbidden.status_code(), StatusCode::FORBIDDEN);
+        assert_eq!(forbidden.code(), "forbidden");
     }
 }

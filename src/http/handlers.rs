@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::domain::{ItemId, PurchaseCode, SaleId, UserId};
+use crate::domain::{ItemId, PurchaseCode, SaleId};
 use crate::engine::{CartView, ItemsPage, PurchaseView, Rejection, SaleView, ITEMS_PAGE_LIMIT_MAX};
 
 /// Items of a listing page when the client names no `limit`.
@@ -79,8 +79,9 @@ impl From<&CartView> for CartBody {
 pub(super) async fn checkout(
     state: web::Data<AppState>,
     query: web::Query<CheckoutQuery>,
+    request: HttpRequest,
 ) -> Answer {
-    let user = UserId::parse(query.user_id.as_deref().unwrap_or(""))?;
+    let user = super::auth::acting_user(&state, &request, query.user_id.as_deref())?;
     let item = ItemId::parse(query.id.as_deref().unwrap_or(""))?;
     let cart = state
         .service
@@ -106,6 +107,7 @@ pub(super) async fn checkout(
 #[derive(Deserialize)]
 pub(super) struct PurchaseQuery {
     code: Option<String>,
+    user_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -164,9 +166,15 @@ impl From<&PurchaseView> for PurchaseBody {
 pub(super) async fn purchase(
     state: web::Data<AppState>,
     query: web::Query<PurchaseQuery>,
+    request: HttpRequest,
 ) -> Answer {
+    let acting = super::auth::token_user(&state, &request)?;
+    if let Some(user) = &acting {
+        super::auth::check_named(user, query.user_id.as_deref())?;
+    }
     let code = PurchaseCode::parse(query.code.as_deref().unwrap_or(""))?;
-    let view = state.service.purchase(&code).await?.map_err(|rejection| {
+    let answer = state.service.purchase_as(&code, acting.as_ref()).await?;
+    let view = answer.map_err(|rejection| {
         let message = match rejection {
             Rejection::CheckoutNotFound => format!("no cart has code {code}"),
             Rejection::SaleNotActive => format!("the sale of cart {code} is over"),
@@ -323,7 +331,7 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
         .as_ref()
         .map(|error| super::error::with_causes(error));
     let log = &health.log;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if reason.is_some() { "unavailable" } else { "ok" },
         "reason": reason,
         "log": {
@@ -336,6 +344,7 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
         "exporter": exporter,
         "active_sale": SaleBody::from(&health.active_sale),
     });
+    super::auth::add_health(&state, &mut body);
     let status = if reason.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -6,6 +6,7 @@
 //! call the service or the engine, render JSON. Every error a client can see
 //! goes through `error::ApiError`.
 
+mod auth;
 mod error;
 mod handlers;
 
@@ -27,6 +28,7 @@ use crate::config::{
     CLIENT_REQUEST_TIMEOUT, CONNECTIONS_PER_WORKER_MAX, KEEP_ALIVE_IDLE_TIMEOUT,
     LISTEN_BACKLOG_MAX, QUERY_BYTES_MAX, REQUEST_BODY_BYTES_MAX, SHUTDOWN_GRACE_TIMEOUT,
 };
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::service::Service;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub metrics: Arc<Metrics>,
     pub export_status: Option<ExportStatusFn>,
+    /// Identity (signed user tokens); `None`: off.
+    pub identity: Option<Arc<Identity>>,
     request_ids: RequestIds,
 }
 
@@ -52,8 +56,14 @@ impl AppState {
             service,
             metrics,
             export_status,
+            identity: None,
             request_ids: RequestIds::new(),
         }
+    }
+
+    /// The same state with identity `identity` (`None`: off).
+    pub fn with_identity(self, identity: Option<Arc<Identity>>) -> AppState {
+        AppState { identity, ..self }
     }
 }
 
