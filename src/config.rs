@@ -125,11 +125,21 @@ pub struct AuthArgs {
     pub auth_jwks: Option<PathBuf>,
 
     /// With identity on: the `iss` every token must carry.
-    #[arg(long, env = "FLASHSALE_AUTH_ISSUER", value_name = "ISS", requires = "auth_jwks")]
+    #[arg(
+        long,
+        env = "FLASHSALE_AUTH_ISSUER",
+        value_name = "ISS",
+        requires = "auth_jwks"
+    )]
     pub auth_issuer: Option<String>,
 
     /// With identity on: the `aud` every token must carry.
-    #[arg(long, env = "FLASHSALE_AUTH_AUDIENCE", value_name = "AUD", requires = "auth_jwks")]
+    #[arg(
+        long,
+        env = "FLASHSALE_AUTH_AUDIENCE",
+        value_name = "AUD",
+        requires = "auth_jwks"
+    )]
     pub auth_audience: Option<String>,
 }
 

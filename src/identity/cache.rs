@@ -170,7 +170,11 @@ mod tests {
         cache.insert(token, user(1), 100, 1);
         assert_eq!(cache.get(&token, 100, 1), Some(user(1)));
         assert_eq!(cache.get(&token, 101, 1), None);
-        assert_eq!(cache.get(&token, 50, 1), None, "an expired entry is dropped");
+        assert_eq!(
+            cache.get(&token, 50, 1),
+            None,
+            "an expired entry is dropped"
+        );
     }
 
     #[test]

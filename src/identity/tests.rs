@@ -83,7 +83,11 @@ const ALL: [Algorithm; 4] = [
 
 #[test]
 fn a_token_of_each_algorithm_verifies_with_and_without_kid() {
-    let set = key_set(ALL.iter().map(|&a| jwk(a, Some(&format!("{a:?}")))).collect());
+    let set = key_set(
+        ALL.iter()
+            .map(|&a| jwk(a, Some(&format!("{a:?}"))))
+            .collect(),
+    );
     let no_kids = key_set(ALL.iter().map(|&a| jwk(a, None)).collect());
     for algorithm in ALL {
         let kid = format!("{algorithm:?}");
@@ -200,8 +204,14 @@ fn issuer_and_audience_must_match_when_required() {
     };
     let (good_iss, good_aud) = (Some("https://issuer.test"), Some("flashsale"));
     assert_eq!(token(good_iss, good_aud), Ok(user("alice")));
-    assert_eq!(token(Some("https://evil.test"), good_aud), Err(TokenError::WrongIssuer));
-    assert_eq!(token(good_iss, Some("other")), Err(TokenError::WrongAudience));
+    assert_eq!(
+        token(Some("https://evil.test"), good_aud),
+        Err(TokenError::WrongIssuer)
+    );
+    assert_eq!(
+        token(good_iss, Some("other")),
+        Err(TokenError::WrongAudience)
+    );
     assert_eq!(token(None, good_aud), Err(TokenError::MissingClaim));
     assert_eq!(token(good_iss, None), Err(TokenError::MissingClaim));
 }
@@ -211,7 +221,11 @@ fn a_sub_that_is_not_a_user_id_is_refused() {
     let set = key_set(vec![jwk(Algorithm::HS256, None)]);
     for sub in ["", "has space", "é"] {
         let token = sign(Algorithm::HS256, None, &claims(sub));
-        assert_eq!(check(&set, &token), Err(TokenError::InvalidSubject), "{sub:?}");
+        assert_eq!(
+            check(&set, &token),
+            Err(TokenError::InvalidSubject),
+            "{sub:?}"
+        );
     }
 }
 
@@ -223,13 +237,19 @@ fn weak_or_mislabelled_keys_make_the_set_invalid() {
     let mut hs = jwk(Algorithm::HS256, Some("a"));
     assert!(parse(json!({ "keys": [hs, hs] })).is_err(), "duplicate kid");
     hs.common.key_algorithm = Some(jsonwebtoken::jwk::KeyAlgorithm::RS256);
-    assert!(parse(json!({ "keys": [hs] })).is_err(), "oct labelled RS256");
+    assert!(
+        parse(json!({ "keys": [hs] })).is_err(),
+        "oct labelled RS256"
+    );
     assert!(parse(json!({ "keys": [] })).is_err());
     assert!(parse(json!({ "keys": [{ "kty": "oct", "k": short, "alg": "none" }] })).is_err());
     assert!(parse(json!({ "not": "a set" })).is_err());
     let mut ec = serde_json::to_value(jwk(Algorithm::ES256, None)).unwrap();
     ec["crv"] = json!("P-384");
-    assert!(parse(json!({ "keys": [ec] })).is_err(), "P-384 is not ES256");
+    assert!(
+        parse(json!({ "keys": [ec] })).is_err(),
+        "P-384 is not ES256"
+    );
 }
 
 fn write_set(path: &Path, keys: Vec<Jwk>) {
@@ -248,7 +268,11 @@ fn a_reload_replaces_the_set_and_a_bad_file_keeps_the_old_one() {
 
     std::fs::write(&path, b"{ not json").unwrap();
     assert!(identity.reload().is_err());
-    assert_eq!(identity.verify(&old_token), Ok(user("alice")), "old set kept");
+    assert_eq!(
+        identity.verify(&old_token),
+        Ok(user("alice")),
+        "old set kept"
+    );
 
     write_set(&path, vec![jwk(Algorithm::EdDSA, Some("new"))]);
     assert_eq!(identity.reload().unwrap().keys, 1);
