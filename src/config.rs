@@ -135,6 +135,37 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub clock_offset_seconds: i64,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Identity (optional, see `crate::identity`): without `--auth-jwks` any
+/// client may act as any user.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// JSON Web Key Set of the keys that may sign user tokens; turns
+    /// identity on (writes need `Authorization: Bearer`). Reread on SIGHUP.
+    #[arg(long, env = "FLASHSALE_AUTH_JWKS", value_name = "FILE")]
+    pub auth_jwks: Option<PathBuf>,
+
+    /// With identity on: the `iss` every token must carry.
+    #[arg(
+        long,
+        env = "FLASHSALE_AUTH_ISSUER",
+        value_name = "ISS",
+        requires = "auth_jwks"
+    )]
+    pub auth_issuer: Option<String>,
+
+    /// With identity on: the `aud` every token must carry.
+    #[arg(
+        long,
+        env = "FLASHSALE_AUTH_AUDIENCE",
+        value_name = "AUD",
+        requires = "auth_jwks"
+    )]
+    pub auth_audience: Option<String>,
 }
 
 /// Where the log lives and what a sale looks like: shared by `serve` and

@@ -17,6 +17,8 @@
 //! - `recovery`: read the log, replay it into the engine, audit.
 //! - `export`: the exactly-once exporter of log records to PostgreSQL.
 //! - `domain`: ids, the sale schedule, deterministic items.
+//! - `identity`: optional signed user tokens (JWKS keys, verification,
+//!   the verified-token cache, reload on SIGHUP).
 //! - `config`: the command line, validated settings with units and limits.
 //! - `metrics`: the Prometheus registry and the log's observer.
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod domain;
 pub mod engine;
 pub mod export;
 pub mod http;
+pub mod identity;
 pub mod journal;
 pub mod limits;
 pub mod metrics;

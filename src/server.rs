@@ -48,6 +48,8 @@ pub enum ServerError {
     Recovery(#[from] RecoveryError),
     #[error("cannot start the exporter")]
     Export(#[from] ExportError),
+    #[error("cannot turn identity on")]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("cannot listen on {address}")]
     Listen {
         address: SocketAddr,
@@ -157,6 +159,7 @@ impl Application {
         storage: Arc<dyn Storage>,
     ) -> Result<Application, ServerError> {
         let metrics = Arc::new(Metrics::new().map_err(ServerError::Metrics)?);
+        let identity = crate::identity::start(&args.auth)?;
         let Recovered {
             wal,
             journal,
@@ -183,7 +186,11 @@ impl Application {
         let export_status = exporter.as_ref().map(RunningExporter::status_fn);
         let limits = Arc::new(Limits::new(&LimitSettings::from_args(&args.limits)));
         Limits::spawn_cleaner(&limits);
-        let state = Arc::new(AppState::new(service, metrics, export_status).with_limits(limits));
+        let state = Arc::new(
+            AppState::new(service, metrics, export_status)
+                .with_limits(limits)
+                .with_identity(identity),
+        );
         let listen_error = |source| ServerError::Listen {
             address: args.listen,
             source,

@@ -111,9 +111,19 @@ impl Service {
     }
 
     pub async fn purchase(&self, code: &PurchaseCode) -> Answer<PurchaseView> {
+        self.purchase_as(code, None).await
+    }
+
+    /// `purchase` by `acting` (identity on): another user's cart answers
+    /// `CheckoutNotFound`, like an unknown code.
+    pub async fn purchase_as(
+        &self,
+        code: &PurchaseCode,
+        acting: Option<&UserId>,
+    ) -> Answer<PurchaseView> {
         let outcomes = &self.metrics.purchase_outcomes_total;
         self.write(outcomes, || match code {
-            PurchaseCode::Issued(code) => self.engine.purchase(*code),
+            PurchaseCode::Issued(code) => self.engine.purchase_as(*code, acting),
             PurchaseCode::Foreign(text) => self.engine.purchase_foreign(text),
         })
         .await

@@ -51,6 +51,8 @@ pub struct Connection {
     /// Decoded body of a chunked answer (unused for `Content-Length` answers).
     body_decoded: Vec<u8>,
     timeout: Duration,
+    /// `\r\nAuthorization: Bearer TOKEN` for the next requests, or empty.
+    authorization: Vec<u8>,
     /// How many TCP connections this `Connection` has opened, for the report.
     pub connects_count: u64,
 }
@@ -77,7 +79,19 @@ impl Connection {
             buffer: Vec::with_capacity(BUFFER_BYTES_INITIAL),
             body_decoded: Vec::new(),
             timeout,
+            authorization: Vec::new(),
             connects_count: 0,
+        }
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with the next requests (`None`:
+    /// no such header).
+    pub fn set_bearer(&mut self, token: Option<&str>) {
+        self.authorization.clear();
+        if let Some(token) = token {
+            self.authorization
+                .extend_from_slice(b"\r\nAuthorization: Bearer ");
+            self.authorization.extend_from_slice(token.as_bytes());
         }
     }
 
@@ -204,6 +218,7 @@ impl Connection {
         request.extend_from_slice(path_and_query.as_bytes());
         request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         request.extend_from_slice(self.target.host_header.as_bytes());
+        request.extend_from_slice(&self.authorization);
         if method == Method::Post {
             request.extend_from_slice(b"\r\nContent-Length: 0");
         }

@@ -17,6 +17,7 @@
 //! - [`worker`]: the bounded request loops, one per connection.
 //! - [`run`]: one load run from start to audit.
 //! - [`progress`]: the live progress bar; [`report`]: the table and the JSON result file.
+//! - [`tokens`]: bearer tokens per user for servers with identity on.
 //! - [`plot`]: an SVG of the `benches/compare.sh` results.
 //! - [`baseline`]: the stateless actix-web server that is the ceiling.
 
@@ -35,4 +36,5 @@ pub mod scenario;
 pub mod schedule;
 pub mod stats;
 pub mod target;
+pub mod tokens;
 pub mod worker;

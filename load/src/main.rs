@@ -8,6 +8,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -16,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use flashsale_load::report::RunResult;
 use flashsale_load::run::{self, RunConfig};
 use flashsale_load::scenario::ScenarioName;
+use flashsale_load::tokens::{TokenAlgorithm, TokenMinter};
 use flashsale_load::{plot, report, target};
 
 const CONNECTIONS_MAX: u32 = 4096;
@@ -93,6 +95,45 @@ struct LoadArgs {
     /// Per-request timeout.
     #[arg(long, default_value_t = 5000)]
     request_timeout_ms: u64,
+    #[command(flatten)]
+    token: TokenArgs,
+}
+
+/// Bearer tokens for a server with identity on (`--auth-jwks`).
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Sign a token per user with this key: an HS256 secret file, or an
+    /// Ed25519 PKCS#8 PEM private key (with --token-alg eddsa).
+    #[arg(long)]
+    token_key: Option<PathBuf>,
+    /// The algorithm of --token-key.
+    #[arg(long, value_enum, default_value = "hs256", requires = "token_key")]
+    token_alg: TokenAlgorithm,
+    /// `kid` in the tokens' header.
+    #[arg(long, requires = "token_key")]
+    token_kid: Option<String>,
+    /// `iss` of the tokens.
+    #[arg(long, requires = "token_key")]
+    token_issuer: Option<String>,
+    /// `aud` of the tokens.
+    #[arg(long, requires = "token_key")]
+    token_audience: Option<String>,
+}
+
+impl TokenArgs {
+    fn minter(self) -> anyhow::Result<Option<Arc<TokenMinter>>> {
+        let Some(key) = self.token_key else {
+            return Ok(None);
+        };
+        let minter = TokenMinter::from_file(
+            &key,
+            self.token_alg,
+            self.token_kid,
+            self.token_issuer,
+            self.token_audience,
+        )?;
+        Ok(Some(Arc::new(minter)))
+    }
 }
 
 fn main() -> ExitCode {
@@ -213,5 +254,6 @@ fn config_of(args: LoadArgs) -> anyhow::Result<RunConfig> {
         audit: !args.no_audit,
         progress: !args.no_progress,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
+        minter: args.token.minter()?,
     })
 }

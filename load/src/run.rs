@@ -44,6 +44,8 @@ pub struct RunConfig {
     pub audit: bool,
     pub progress: bool,
     pub request_timeout: Duration,
+    /// Mints bearer tokens per user (servers with identity on).
+    pub minter: Option<Arc<crate::tokens::TokenMinter>>,
 }
 
 /// Runs the load and the audit and returns the result (audit failure is in
@@ -56,6 +58,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunResult> {
         sale: Arc::new(discovered.sale.clone()),
         live: Arc::clone(&live),
         stop: Arc::new(AtomicBool::new(false)),
+        minter: config.minter.clone(),
     };
     let stop_on_interrupt = Arc::clone(&shared.stop);
     tokio::spawn(async move {

@@ -14,6 +14,7 @@ use crate::http::{Connection, Method};
 use crate::ledger::Ledger;
 use crate::scenario::{profile_of, Mix};
 use crate::stats::{Endpoint, LiveCounters, Stats};
+use crate::tokens::{TokenMinter, UserTokens};
 
 /// Pause after a request without an answer, so that a dead server is not
 /// hammered with reconnects in a tight loop.
@@ -48,6 +49,8 @@ pub struct Shared {
     pub sale: Arc<SaleInfo>,
     pub live: Arc<LiveCounters>,
     pub stop: Arc<AtomicBool>,
+    /// Mints the users' bearer tokens (servers with identity on).
+    pub minter: Option<Arc<TokenMinter>>,
 }
 
 /// A worker's results, merged by the run.
@@ -100,6 +103,8 @@ struct Session {
     path: String,
     stats: Stats,
     ledger: Ledger,
+    /// This connection's users' bearer tokens (with a minter only).
+    tokens: UserTokens,
 }
 
 impl Worker {
@@ -120,6 +125,7 @@ impl Worker {
             path: String::with_capacity(128),
             stats: Stats::default(),
             ledger: Ledger::default(),
+            tokens: UserTokens::default(),
         };
         Self {
             connection,
@@ -182,6 +188,9 @@ impl Worker {
         let session = &mut self.session;
         let action = session.next_action();
         let method = session.write_path(action);
+        if session.shared.minter.is_some() {
+            self.connection.set_bearer(session.bearer(action));
+        }
         match self.connection.send(method, &session.path).await {
             Ok(response) => session.on_answer(
                 action,
@@ -245,6 +254,17 @@ impl Session {
                 .u64(0..sale.total_items.saturating_sub(BROWSE_PAGE_ITEMS).max(1));
             Action::ListItems { offset }
         }
+    }
+
+    /// The token of the user acting in `action`; `None` for reads.
+    fn bearer(&mut self, action: Action) -> Option<&str> {
+        let user = match action {
+            Action::Checkout { user, .. } | Action::Purchase { user } => user,
+            Action::ListItems { .. } => return None,
+        };
+        let label = self.user_label(user);
+        let minter = self.shared.minter.as_deref()?;
+        self.tokens.get(minter, label)
     }
 
     fn global_user(&self, user: u64) -> u64 {

@@ -15,19 +15,30 @@ use super::sales::SaleState;
 use super::users::{UserState, UserStripe};
 use super::views::{decided, purchase_view, Decided, PurchaseView};
 use super::{Engine, EngineError};
-use crate::domain::{CheckoutCode, SaleId};
+use crate::domain::{CheckoutCode, SaleId, UserId};
 
 impl Engine {
     /// Buys what is still unsold of the cart named `code`. The code names
     /// its owner's slot but not the sale: the active sale is asked first,
     /// then the retained ones, newest first.
     pub fn purchase(&self, code: CheckoutCode) -> Result<Decided<PurchaseView>, EngineError> {
+        self.purchase_as(code, None)
+    }
+
+    /// `purchase`, by `acting` when identity is on: a cart of another user
+    /// is not found, exactly like an unknown code (same answer, same
+    /// record), and is left untouched.
+    pub fn purchase_as(
+        &self,
+        code: CheckoutCode,
+        acting: Option<&UserId>,
+    ) -> Result<Decided<PurchaseView>, EngineError> {
         let now = self.now();
         let active = self.sales.active(now);
         let others = std::iter::once_with(|| self.sales.others_newest_first(&active));
         let candidates = std::iter::once(Arc::clone(&active)).chain(others.flatten());
         for sale in candidates {
-            if let Some(found) = self.purchase_in(&sale, code, active.id, now) {
+            if let Some(found) = self.purchase_in(&sale, code, acting, active.id, now) {
                 return found;
             }
         }
@@ -47,7 +58,8 @@ impl Engine {
     }
 
     /// The purchase decision for `code` in `sale`, under the owner's lock;
-    /// `None` if no user of `sale` holds `code` (open or purchased).
+    /// `None` if no user of `sale` holds `code` (open or purchased), or if
+    /// its holder is not `acting`.
     ///
     /// No answer here depends on a claim that is not in the log before its
     /// own record: a purchase that finds an item claimed waits (in
@@ -57,12 +69,16 @@ impl Engine {
         &self,
         sale: &SaleState,
         code: CheckoutCode,
+        acting: Option<&UserId>,
         active: SaleId,
         now: DateTime<Utc>,
     ) -> Option<Result<Decided<PurchaseView>, EngineError>> {
         let (secret, locator) = codes::split(code);
         let mut stripe = sale.users.lock_stripe(locator.stripe);
         let state = stripe.get(locator.slot)?;
+        if acting.is_some_and(|user| user.as_str() != state.id()) {
+            return None;
+        }
         if let Some(stored) = state.purchase(secret) {
             return Some(self.repeat_purchase(sale, code, state.id(), stored, now));
         }
@@ -210,4 +226,28 @@ fn purchase_record(
         outcome,
         items,
     })
+}
+
+#[cfg(test)]
+mod acting_user_tests {
+    use super::super::fixtures::{user, Fixture};
+    use crate::engine::{Record, Rejection};
+
+    #[test]
+    fn another_users_code_is_not_found_recorded_like_an_unknown_code_and_left_open() {
+        let f = Fixture::small();
+        let cart = f.cart("alice", 0);
+        let before = f.engine.snapshot();
+        let stolen = f.engine.purchase_as(cart.code, Some(&user("mallory")));
+        assert_eq!(stolen.unwrap().answer, Err(Rejection::CheckoutNotFound));
+        let Record::Purchase(record) = f.journal.last() else {
+            panic!("purchase record expected");
+        };
+        assert_eq!((record.sale_id, record.user_id), (None, None));
+        assert_eq!(f.engine.snapshot(), before, "the cart is untouched");
+        let own = f.engine.purchase_as(cart.code, Some(&user("alice")));
+        assert!(own.unwrap().answer.unwrap().success());
+        let again = f.engine.purchase_as(cart.code, Some(&user("mallory")));
+        assert_eq!(again.unwrap().answer, Err(Rejection::CheckoutNotFound));
+    }
 }

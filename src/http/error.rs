@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::config::RETRY_AFTER_SECONDS;
 use crate::domain::ParseError;
 use crate::engine::Rejection;
+use crate::identity::TokenError;
 use crate::limits::Throttled;
 use crate::service::ServiceError;
 
@@ -36,6 +37,12 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     RequestTimeout(String),
+    /// Identity on, and no valid bearer token.
+    #[error("{0}")]
+    Unauthorized(#[from] TokenError),
+    /// Identity on, and `user_id` names another user than the token.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{message}")]
     Rejected {
         rejection: Rejection,
@@ -61,6 +68,8 @@ impl ApiError {
             ApiError::RateLimited | ApiError::Throttled(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Rejected { rejection, .. } => rejection.code(),
         }
     }
@@ -139,6 +148,8 @@ impl ResponseError for ApiError {
             ApiError::RateLimited | ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Rejected { rejection, .. } => rejection_status(*rejection),
         }
     }
@@ -151,6 +162,9 @@ impl ResponseError for ApiError {
         if let ApiError::Throttled(throttled) = self {
             let seconds = throttled.retry_after_seconds();
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(ErrorBody {
             error: self.code(),
@@ -196,5 +210,16 @@ mod tests {
         }
         let response = ApiError::InvalidRequest("x".into()).error_response();
         assert!(!response.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_refused_token_answers_401_with_www_authenticate() {
+        let response = ApiError::Unauthorized(TokenError::Expired).error_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE).unwrap();
+        assert_eq!(challenge, "Bearer");
+        let forbidden = ApiError::Forbidden("x".into());
+        assert_eq!(forbidden.status_code(), StatusCode::FORBIDDEN);
+        assert_eq!(forbidden.code(), "forbidden");
     }
 }

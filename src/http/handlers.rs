@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client_errors::echo;
 use super::{ApiError, AppState};
-use crate::domain::{ItemId, PurchaseCode, SaleId, UserId};
+use crate::domain::{ItemId, PurchaseCode, SaleId};
 use crate::engine::{CartView, ItemsPage, PurchaseView, Rejection, SaleView, ITEMS_PAGE_LIMIT_MAX};
 
 /// Items of a listing page when the client names no `limit`.
@@ -88,8 +88,9 @@ impl From<&CartView> for CartBody {
 pub(super) async fn checkout(
     state: web::Data<AppState>,
     query: web::Query<CheckoutQuery>,
+    request: HttpRequest,
 ) -> Answer {
-    let user = UserId::parse(query.user_id.as_deref().unwrap_or(""))?;
+    let user = super::auth::acting_user(&state, &request, query.user_id.as_deref())?;
     let item = ItemId::parse(query.id.as_deref().unwrap_or(""))?;
     state.limits.check_user(&user)?;
     let cart = state
@@ -122,6 +123,7 @@ pub(super) async fn checkout(
 #[derive(Deserialize)]
 pub(super) struct PurchaseQuery {
     code: Option<String>,
+    user_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -180,10 +182,20 @@ impl From<&PurchaseView> for PurchaseBody {
 pub(super) async fn purchase(
     state: web::Data<AppState>,
     query: web::Query<PurchaseQuery>,
+    request: HttpRequest,
 ) -> Answer {
+    let acting = super::auth::token_user(&state, &request)?;
+    if let Some(user) = &acting {
+        super::auth::check_named(user, query.user_id.as_deref())?;
+    }
     let code = PurchaseCode::parse(query.code.as_deref().unwrap_or(""))?;
-    super::limits::check_purchase_owner(&state, &code)?;
-    let view = state.service.purchase(&code).await?.map_err(|rejection| {
+    // The acting user's budget: the token's user, else the cart's owner.
+    match &acting {
+        Some(user) => state.limits.check_user(user)?,
+        None => super::limits::check_purchase_owner(&state, &code)?,
+    }
+    let answer = state.service.purchase_as(&code, acting.as_ref()).await?;
+    let view = answer.map_err(|rejection| {
         let message = match rejection {
             Rejection::CheckoutNotFound => format!("no cart has code {code}"),
             Rejection::SaleNotActive => format!("the sale of cart {code} is over"),
@@ -345,7 +357,7 @@ pub(super) async fn health(
         .as_ref()
         .map(|error| super::error::public_reason(error).0);
     let log = &health.log;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if reason.is_some() { "unavailable" } else { "ok" },
         "reason": reason,
         "log": {
@@ -359,6 +371,7 @@ pub(super) async fn health(
         "connections": connections.health(),
         "active_sale": SaleBody::from(&health.active_sale),
     });
+    super::auth::add_health(&state, &mut body);
     let status = if reason.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -7,6 +7,7 @@
 //! goes through `error::ApiError`.
 
 mod assemble;
+mod auth;
 mod body;
 pub mod client_errors;
 mod connections;
@@ -32,6 +33,7 @@ use actix_web::{web, App, ResponseError};
 pub use error::ApiError;
 
 use crate::config::{QUERY_BYTES_MAX, REQUEST_BODY_BYTES_MAX};
+use crate::identity::Identity;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub metrics: Arc<Metrics>,
     pub export_status: Option<ExportStatusFn>,
+    /// Identity (signed user tokens); `None`: off.
+    pub identity: Option<Arc<Identity>>,
     request_ids: RequestIds,
     /// Per-user and per-client rate limits (`crate::limits`); off unless
     /// `with_limits` sets them.
@@ -61,6 +65,7 @@ impl AppState {
             service,
             metrics,
             export_status,
+            identity: None,
             request_ids: RequestIds::new(),
             limits: Arc::new(Limits::off()),
         }
@@ -69,6 +74,11 @@ impl AppState {
     pub fn with_limits(mut self, limits: Arc<Limits>) -> AppState {
         self.limits = limits;
         self
+    }
+
+    /// The same state with identity `identity` (`None`: off).
+    pub fn with_identity(self, identity: Option<Arc<Identity>>) -> AppState {
+        AppState { identity, ..self }
     }
 }
 
