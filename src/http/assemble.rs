@@ -23,7 +23,7 @@ use crate::config::{
     REQUEST_BODY_READ_TIMEOUT, RESPONSE_WRITE_STALL_TIMEOUT, SHUTDOWN_GRACE_TIMEOUT,
 };
 
-/// Timeouts against slow clients (see docs/security-slow-clients.md).
+/// Timeouts against slow clients (see docs/security.md).
 #[derive(Debug, Clone, Copy)]
 pub struct SlowClientTimeouts {
     /// Request head (`client_request_timeout`; answered 408 by actix).
