@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench --bench identity` (seconds). The HTTP-level figure
 //! (durable checkouts with identity on and off) is `benches/identity.sh`;
-//! both are in `docs/benchmarks-identity.md`.
+//! both are in `docs/benchmarks.md`.
 
 use std::hint::black_box;
 use std::path::Path;

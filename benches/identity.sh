@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Durable checkout throughput with identity on (HS256, EdDSA) relative to
-# identity off, in the same run, on 127.0.0.1 (docs/benchmarks-identity.md).
+# identity off, in the same run, on 127.0.0.1 (docs/benchmarks.md).
 #
 # Each round starts a fresh `flashsale serve --workers 1` (fsync on) per
 # mode (off, hs256, eddsa; the order rotates per round), and loads it with
