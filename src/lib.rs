@@ -36,3 +36,16 @@ pub mod recovery;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+
+/// `error` and its causes, outermost first, joined by ": " (for the log,
+/// and for answers that may show the whole chain).
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}

@@ -117,14 +117,7 @@ pub(super) fn public_reason(error: &ServiceError) -> (&'static str, &'static str
 
 /// `error` and its causes, outermost first, joined by ": ".
 pub(super) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
+    crate::error_chain(error)
 }
 
 fn rejection_status(rejection: Rejection) -> StatusCode {

@@ -173,23 +173,11 @@ fn reload_on_hangup(identity: Arc<Identity>) -> std::io::Result<()> {
             match identity.reload() {
                 Ok(status) => tracing::info!(keys = status.keys, "SIGHUP: key set reloaded"),
                 Err(error) => tracing::error!(
-                    error = %causes(&error),
+                    error = %crate::error_chain(&error),
                     "SIGHUP: key set not reloaded; the old set stays in force"
                 ),
             }
         }
     });
     Ok(())
-}
-
-/// `error` and its causes, joined by ": ", for the log.
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
 }
