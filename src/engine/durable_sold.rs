@@ -36,9 +36,13 @@ impl DurableSold {
         }
     }
 
-    /// A claim published at `seq`: sold for readers once `seq` is durable.
-    pub fn published(&self, index: u32, seq: u64) {
-        self.pending.lock().push((seq, index));
+    /// Claims published at `seq`: sold for readers once `seq` is durable.
+    /// Settles what `durable_seq` covers under the same lock, which keeps
+    /// the pending list bounded by the writes in flight.
+    pub fn published(&self, indices: &[u32], seq: u64, durable_seq: u64) {
+        let mut pending = self.pending.lock();
+        pending.extend(indices.iter().map(|&index| (seq, index)));
+        self.settle_locked(&mut pending, durable_seq);
     }
 
     /// A claim whose record is durable already (replay reads only what is
@@ -57,7 +61,10 @@ impl DurableSold {
     /// Moves every pending claim whose record is at or below
     /// `durable_seq` into the sold bits.
     pub fn settle(&self, durable_seq: u64) {
-        let mut pending = self.pending.lock();
+        self.settle_locked(&mut self.pending.lock(), durable_seq);
+    }
+
+    fn settle_locked(&self, pending: &mut Vec<(u64, u32)>, durable_seq: u64) {
         if pending.is_empty() {
             return;
         }
@@ -138,7 +145,7 @@ mod tests {
     #[test]
     fn a_claim_is_not_sold_for_readers_before_its_record_is_durable() {
         let sold = DurableSold::new(10);
-        sold.published(3, 7);
+        sold.published(&[3], 7, 6);
         assert!(!sold.is_sold(3));
         assert_eq!(sold.count(), 0);
         sold.settle(6);

@@ -134,11 +134,14 @@ impl Inventory {
         }
     }
 
-    /// Records that the claim won by `try_claim` is in the log at `seq`;
-    /// readers see it once `settle` is told that `seq` is durable.
-    pub fn publish(&self, index: u32, seq: u64) {
-        self.record_claim(index, seq);
-        self.durable.published(index, seq);
+    /// Records that the claims won by `try_claim` are in the log at `seq`;
+    /// readers see them once a settle is told that `seq` is durable
+    /// (`durable_seq`, the log's durable end now, settles at once).
+    pub fn publish(&self, indices: &[u32], seq: u64, durable_seq: u64) {
+        for &index in indices {
+            self.record_claim(index, seq);
+        }
+        self.durable.published(indices, seq, durable_seq);
     }
 
     /// Readers' view: every published claim whose record is at or below
@@ -250,7 +253,7 @@ mod tests {
         assert!(inventory.is_claimed(129));
         assert!(!inventory.is_sold(129), "unpublished claim is not sold yet");
         assert_eq!(inventory.items_sold(), 0);
-        inventory.publish(129, 7);
+        inventory.publish(&[129], 7, 0);
         assert_eq!(inventory.wait_claim_seq(129), Ok(7));
         assert_eq!(inventory.items_sold(), 1);
         assert_eq!(inventory.bits_set(), 1);
@@ -280,7 +283,7 @@ mod tests {
             std::thread::spawn(move || inventory.wait_claim_seq(5))
         };
         std::thread::sleep(Duration::from_millis(20));
-        inventory.publish(5, 42);
+        inventory.publish(&[5], 42, 0);
         assert_eq!(waiter.join().unwrap(), Ok(42));
     }
 

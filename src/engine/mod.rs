@@ -175,9 +175,15 @@ impl Engine {
     /// engine forward for good.
     fn now(&self) -> DateTime<Utc> {
         let clock_unix_ms = self.clock.now().timestamp_millis();
-        let floor = self
-            .time_floor_unix_ms
-            .fetch_max(clock_unix_ms, Ordering::AcqRel);
+        // A plain load first: every request asks for the time, and an
+        // atomic read-modify-write on one shared word would make every
+        // request contend for it; the floor moves at most once a millisecond.
+        let mut floor = self.time_floor_unix_ms.load(Ordering::Acquire);
+        if clock_unix_ms > floor {
+            floor = self
+                .time_floor_unix_ms
+                .fetch_max(clock_unix_ms, Ordering::AcqRel);
+        }
         let now_unix_ms = floor.max(clock_unix_ms);
         DateTime::from_timestamp_millis(now_unix_ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }

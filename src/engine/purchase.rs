@@ -141,10 +141,8 @@ impl Engine {
                 return Err(error);
             }
         };
-        bought
-            .iter()
-            .for_each(|&index| sale.inventory.publish(index, seq));
-        self.settle(sale);
+        sale.inventory
+            .publish(&bought, seq, self.journal.durable_seq());
         let (secret, _) = codes::split(code);
         let stored = StoredPurchase {
             secret,
