@@ -116,6 +116,16 @@ impl Journal for TestJournal {
     }
 }
 
+/// The default config with a sale of `items_per_sale` items and a limit
+/// of `user_limit` items per user.
+pub fn sale_config(items_per_sale: u32, user_limit: u32) -> EngineConfig {
+    EngineConfig {
+        items_per_sale,
+        user_limit,
+        ..EngineConfig::default()
+    }
+}
+
 /// Runs `work` on a fixture shared with a new thread (concurrency tests).
 pub fn in_thread<T: Send + 'static>(
     f: &Arc<Fixture>,
@@ -146,11 +156,7 @@ impl Fixture {
 
     /// A small sale: 8 items, limit 3.
     pub fn small() -> Fixture {
-        Fixture::new(EngineConfig {
-            items_per_sale: 8,
-            user_limit: 3,
-            ..EngineConfig::default()
-        })
+        Fixture::new(sale_config(8, 3))
     }
 
     pub fn sale(&self) -> SaleId {

@@ -7,7 +7,7 @@ use crate::engine::{
     CheckoutOutcome, ItemOutcome, PurchaseItem, PurchaseOutcome, Record, Rejection,
 };
 
-use super::fixtures::{at_minutes, in_thread, user, Fixture};
+use super::fixtures::{at_minutes, in_thread, sale_config, user, Fixture};
 use super::{EngineConfig, EngineConfigError, EngineError, SaleStatus, USERS_PER_SALE_MAX_LARGEST};
 
 fn bought(index: u32) -> PurchaseItem {
@@ -297,11 +297,7 @@ fn reads_show_untouched_sales_as_unsold_and_the_next_day_as_upcoming() {
 
 #[test]
 fn a_sold_out_sale_waits_for_the_last_claim() {
-    let f = Fixture::new(EngineConfig {
-        items_per_sale: 2,
-        user_limit: 2,
-        ..EngineConfig::default()
-    });
+    let f = Fixture::new(sale_config(2, 2));
     let cart = f.cart("alice", 0);
     f.checkout("alice", 1);
     let purchase = f.purchase(cart.code);

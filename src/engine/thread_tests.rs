@@ -7,8 +7,7 @@ use std::sync::{Arc, Barrier};
 use crate::domain::CheckoutCode;
 use crate::engine::{CheckoutOutcome, ItemOutcome, PurchaseOutcome, Record};
 
-use super::fixtures::{user, Fixture};
-use super::EngineConfig;
+use super::fixtures::{sale_config, user, Fixture};
 
 const THREADS: usize = 8;
 const OPS_PER_THREAD: usize = 400;
@@ -86,11 +85,7 @@ fn check_story(records: &[Record]) {
 
 #[test]
 fn many_threads_never_oversell_nor_pass_the_limit() {
-    let f = Arc::new(Fixture::new(EngineConfig {
-        items_per_sale: ITEMS,
-        user_limit: LIMIT,
-        ..EngineConfig::default()
-    }));
+    let f = Arc::new(Fixture::new(sale_config(ITEMS, LIMIT)));
     std::thread::scope(|scope| {
         for thread in 0..THREADS {
             let f = &f;
@@ -105,11 +100,7 @@ fn many_threads_never_oversell_nor_pass_the_limit() {
 
 #[test]
 fn concurrent_checkouts_of_one_user_open_one_cart() {
-    let f = Arc::new(Fixture::new(EngineConfig {
-        items_per_sale: 64,
-        user_limit: 5,
-        ..EngineConfig::default()
-    }));
+    let f = Arc::new(Fixture::new(sale_config(64, 5)));
     let barrier = Barrier::new(THREADS);
     let codes: BTreeSet<Option<CheckoutCode>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS as u32)
@@ -141,11 +132,7 @@ fn concurrent_checkouts_of_one_user_open_one_cart() {
 
 #[test]
 fn users_created_concurrently_in_one_stripe_get_the_same_slots_on_replay() {
-    let f = Fixture::new(EngineConfig {
-        items_per_sale: 64,
-        user_limit: 5,
-        ..EngineConfig::default()
-    });
+    let f = Fixture::new(sale_config(64, 5));
     // Names sharing one stripe, so that threads race for its next slot.
     let names: Vec<String> = (0..)
         .map(|n| format!("racer{n}"))

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use super::fixtures::{at_minutes, in_thread, user, Fixture};
-use super::{EngineConfig, ItemOutcome, Record, Rejection, SaleStatus};
+use super::fixtures::{at_minutes, in_thread, sale_config, user, Fixture};
+use super::{ItemOutcome, Record, Rejection, SaleStatus};
 use crate::domain::{ItemId, SaleId};
 
 #[test]
@@ -105,20 +105,12 @@ fn the_audit_refuses_a_sold_out_recorded_before_the_claim_it_reports() {
 
 #[test]
 fn flags_changed_across_a_restart_apply_only_to_sales_that_open_later() {
-    let f = Fixture::new(EngineConfig {
-        items_per_sale: 2,
-        user_limit: 2,
-        ..EngineConfig::default()
-    });
+    let f = Fixture::new(sale_config(2, 2));
     let cart = f.cart("alice", 0);
     f.checkout("alice", 1);
     f.purchase(cart.code);
     for (items_per_sale, user_limit) in [(20, 1), (1, 5), (1000, 1000)] {
-        let config = EngineConfig {
-            items_per_sale,
-            user_limit,
-            ..EngineConfig::default()
-        };
+        let config = sale_config(items_per_sale, user_limit);
         let restarted = f.replay_into(f.restarted_with(config));
         let sale = restarted.active_sale();
         assert_eq!((sale.total_items, sale.user_limit), (2, 2), "as it opened");
@@ -194,11 +186,7 @@ fn a_repeated_purchase_after_a_restart_answers_the_same_with_new_flags() {
     f.checkout("bob", 2);
     let first = f.purchase(alice.code).answer.unwrap();
     let second = f.purchase(bob.code).answer.unwrap();
-    let config = EngineConfig {
-        items_per_sale: 2,
-        user_limit: 1,
-        ..EngineConfig::default()
-    };
+    let config = sale_config(2, 1);
     let restarted = f.replay_into(f.restarted_with(config));
     assert_eq!(
         restarted.purchase(alice.code).unwrap().answer.unwrap(),
@@ -221,7 +209,7 @@ mod restarts {
 
     use proptest::prelude::*;
 
-    use super::super::fixtures::{at_minutes, user, TestJournal};
+    use super::super::fixtures::{at_minutes, sale_config, user, TestJournal};
     use super::super::{Engine, EngineConfig, PurchaseView};
     use crate::domain::{CheckoutCode, ItemId, ManualClock};
 
@@ -265,11 +253,7 @@ mod restarts {
 
     impl World {
         fn start(&self, items_per_sale: u32, user_limit: u32) -> Engine {
-            let config = EngineConfig {
-                items_per_sale,
-                user_limit,
-                ..EngineConfig::default()
-            };
+            let config = sale_config(items_per_sale, user_limit);
             let engine = Engine::new(config, self.clock.clone(), self.journal.clone()).unwrap();
             for numbered in self.journal.numbered() {
                 let (seq, record) = numbered.unwrap();
