@@ -153,6 +153,16 @@ async fn a_token_of_each_algorithm_acts_as_its_sub() {
     }
 }
 
+/// POSTs `path` with `token` and checks the answer is 403 `forbidden`.
+async fn assert_forbidden(server: &Server, path: &str, token: &str) {
+    let (status, body) = post_as(server, path, token).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{path}: {body}"
+    );
+}
+
 #[tokio::test]
 async fn another_users_id_is_403_and_another_users_code_is_404_like_an_unknown_code() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,17 +173,8 @@ async fn another_users_id_is_403_and_another_users_code_is_404_like_an_unknown_c
     let alice = sign(Algorithm::HS256, "hs", &claims("alice"));
     let mallory = sign(Algorithm::HS256, "hs", &claims("mallory"));
 
-    let (status, body) = post_as(
-        &server,
-        &format!("/checkout?user_id=bob&id={sale}-1"),
-        &alice,
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("forbidden")),
-        "{body}"
-    );
+    let naming_bob = format!("/checkout?user_id=bob&id={sale}-1");
+    assert_forbidden(&server, &naming_bob, &alice).await;
     let (status, cart) = post_as(
         &server,
         &format!("/checkout?user_id=alice&id={sale}-1"),
@@ -182,17 +183,8 @@ async fn another_users_id_is_403_and_another_users_code_is_404_like_an_unknown_c
     .await;
     assert_eq!(status, 200, "{cart}");
     let code = cart["code"].as_str().unwrap().to_string();
-    let (status, body) = post_as(
-        &server,
-        &format!("/purchase?code={code}&user_id=bob"),
-        &alice,
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("forbidden")),
-        "{body}"
-    );
+    let naming_bob = format!("/purchase?code={code}&user_id=bob");
+    assert_forbidden(&server, &naming_bob, &alice).await;
 
     let last_seq = |health: &Value| health["log"]["last_seq"].as_u64().unwrap();
     let unknown = "0123456789abcdef0123456789abcdef";
