@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use flashsale_load::report::RunResult;
 use flashsale_load::run::{self, RunConfig};
 use flashsale_load::scenario::ScenarioName;
-use flashsale_load::tokens::{TokenAlgorithm, TokenMinter};
+use flashsale_load::tokens::{TokenAlgorithm, TokenMinter, PREMINT_USERS_PER_CONNECTION_MAX};
 use flashsale_load::{plot, report, target};
 
 const CONNECTIONS_MAX: u32 = 4096;
@@ -118,6 +118,11 @@ struct TokenArgs {
     /// `aud` of the tokens.
     #[arg(long, requires = "token_key")]
     token_audience: Option<String>,
+    /// Tokens minted per connection before the timed run (0 to 4096), so
+    /// that signing does not compete with the server for this machine's
+    /// CPU; users beyond them get theirs minted on first use.
+    #[arg(long, default_value_t = 0, requires = "token_key")]
+    token_premint_users: u64,
 }
 
 impl TokenArgs {
@@ -237,6 +242,9 @@ fn config_of(args: LoadArgs) -> anyhow::Result<RunConfig> {
             bail!("--rate must be 1 to {RATE_PER_SECOND_MAX} requests per second");
         }
     }
+    if args.token.token_premint_users > PREMINT_USERS_PER_CONNECTION_MAX {
+        bail!("--token-premint-users must be 0 to {PREMINT_USERS_PER_CONNECTION_MAX}");
+    }
     if !(1..=600_000).contains(&args.request_timeout_ms) {
         bail!("--request-timeout-ms must be 1 to 600000");
     }
@@ -254,6 +262,7 @@ fn config_of(args: LoadArgs) -> anyhow::Result<RunConfig> {
         audit: !args.no_audit,
         progress: !args.no_progress,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
+        token_premint_users: args.token.token_premint_users,
         minter: args.token.minter()?,
     })
 }

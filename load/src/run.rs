@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{self, SaleInfo};
+use crate::api::{self, SaleInfo, UserLabel};
 use crate::audit::{self, AuditReport};
 use crate::http::Connection;
 use crate::ledger::Ledger;
@@ -19,6 +19,7 @@ use crate::scenario::{Mix, ScenarioName};
 use crate::schedule::{self, Schedule, QUEUED_PER_CONNECTION_MAX};
 use crate::stats::{LiveCounters, Stats};
 use crate::target::Target;
+use crate::tokens::PremintedTokens;
 use crate::worker::{Shared, Worker, WorkerOutcome, WorkerPlan};
 
 /// Requests per second one connection can never exceed; bounds every loop
@@ -46,6 +47,8 @@ pub struct RunConfig {
     pub request_timeout: Duration,
     /// Mints bearer tokens per user (servers with identity on).
     pub minter: Option<Arc<crate::tokens::TokenMinter>>,
+    /// Tokens minted per connection before the timed run.
+    pub token_premint_users: u64,
 }
 
 /// Runs the load and the audit and returns the result (audit failure is in
@@ -54,11 +57,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunResult> {
     let mut setup = Connection::new(config.target.clone(), config.request_timeout);
     let discovered = discover(&config, &mut setup).await?;
     let live = Arc::new(LiveCounters::default());
+    let run_id = run_id();
     let shared = Shared {
         sale: Arc::new(discovered.sale.clone()),
         live: Arc::clone(&live),
         stop: Arc::new(AtomicBool::new(false)),
         minter: config.minter.clone(),
+        preminted: Arc::new(premint_tokens(&config, run_id)?),
     };
     let stop_on_interrupt = Arc::clone(&shared.stop);
     tokio::spawn(async move {
@@ -72,7 +77,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunResult> {
         .then(|| tokio::spawn(progress::show_progress(live, config.duration, done)));
     let cpu_seconds_start = report::process_cpu_seconds();
     let start = Instant::now();
-    let (outcomes, missed) = run_workers(&config, &shared, start).await;
+    let (outcomes, missed) = run_workers(&config, &shared, start, run_id).await;
     let measured = Measured {
         elapsed_seconds: start.elapsed().as_secs_f64(),
         cpu_seconds: report::process_cpu_seconds()
@@ -211,6 +216,22 @@ fn result_of(
     }
 }
 
+/// The first `token_premint_users` users of every connection get their
+/// token before the clock starts (user numbering as in `Worker::user_label`).
+fn premint_tokens(config: &RunConfig, run_id: u32) -> anyhow::Result<PremintedTokens> {
+    let Some(minter) = config.minter.as_deref() else {
+        return Ok(PremintedTokens::default());
+    };
+    let workers_count = u64::from(config.connections);
+    let labels = (0..config.token_premint_users).flat_map(|user| {
+        (0..workers_count).map(move |worker| UserLabel {
+            run_id,
+            number: worker + user * workers_count,
+        })
+    });
+    PremintedTokens::mint(minter, labels)
+}
+
 fn users_per_worker(config: &RunConfig) -> u64 {
     (config.users / u64::from(config.connections)).max(1)
 }
@@ -221,9 +242,9 @@ async fn run_workers(
     config: &RunConfig,
     shared: &Shared,
     start: Instant,
+    run_id: u32,
 ) -> (Vec<WorkerOutcome>, u64) {
     let workers_count = u64::from(config.connections);
-    let run_id = run_id();
     let missed = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     let mut handles = Vec::with_capacity(config.connections as usize);

@@ -7,6 +7,7 @@
 //! user label), `exp` (now + `TOKEN_LIFETIME_SECONDS`), and `iss`/`aud`
 //! when given.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -104,6 +105,40 @@ impl TokenMinter {
     }
 }
 
+/// Largest `--token-premint-users`: tokens minted per connection before a run.
+pub const PREMINT_USERS_PER_CONNECTION_MAX: u64 = 4096;
+
+/// Tokens minted before the timed run starts, so that signing (Ed25519
+/// costs about as much to sign as the server spends to verify) does not
+/// take CPU from the server on a shared machine: real clients sign on their
+/// own machines.
+#[derive(Debug, Default)]
+pub struct PremintedTokens {
+    tokens: HashMap<UserLabel, String>,
+}
+
+impl PremintedTokens {
+    /// Tokens for every label in `labels`.
+    pub fn mint(
+        minter: &TokenMinter,
+        labels: impl Iterator<Item = UserLabel>,
+    ) -> anyhow::Result<PremintedTokens> {
+        let mut tokens = HashMap::new();
+        for label in labels {
+            tokens.insert(label, minter.mint(&label.to_string())?);
+        }
+        Ok(PremintedTokens { tokens })
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
 /// A connection's tokens, one slot per user (bounded; a user whose slot
 /// another took gets a new token).
 #[derive(Debug, Default)]
@@ -114,8 +149,16 @@ pub struct UserTokens {
 }
 
 impl UserTokens {
-    /// `user`'s token, minted on first use.
-    pub fn get(&mut self, minter: &TokenMinter, user: UserLabel) -> Option<&str> {
+    /// `user`'s token: preminted, or minted on first use.
+    pub fn get<'a>(
+        &'a mut self,
+        minter: &TokenMinter,
+        preminted: &'a PremintedTokens,
+        user: UserLabel,
+    ) -> Option<&'a str> {
+        if let Some(token) = preminted.tokens.get(&user) {
+            return Some(token.as_str());
+        }
         if self.slots.is_empty() {
             self.slots = vec![None; TOKEN_SLOTS_PER_CONNECTION];
         }
@@ -146,9 +189,18 @@ mod tests {
             run_id: 1,
             number: 7,
         };
-        let first = tokens.get(&minter, alice).unwrap().to_string();
-        assert_eq!(tokens.get(&minter, alice).unwrap(), first);
+        let none = PremintedTokens::default();
+        let first = tokens.get(&minter, &none, alice).unwrap().to_string();
+        assert_eq!(tokens.get(&minter, &none, alice).unwrap(), first);
         assert_eq!(tokens.minted_count, 1);
+        let bob = UserLabel {
+            run_id: 1,
+            number: 8,
+        };
+        let preminted = PremintedTokens::mint(&minter, [bob].into_iter()).unwrap();
+        let bob_token = tokens.get(&minter, &preminted, bob).unwrap().to_string();
+        assert_eq!(bob_token.split('.').count(), 3);
+        assert_eq!(tokens.minted_count, 1, "a preminted token is not minted again");
         assert_eq!(first.split('.').count(), 3);
         std::fs::write(&path, "short").unwrap();
         assert!(TokenMinter::from_file(&path, TokenAlgorithm::Hs256, None, None, None).is_err());

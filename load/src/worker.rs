@@ -14,7 +14,7 @@ use crate::http::{Connection, Method};
 use crate::ledger::Ledger;
 use crate::scenario::{profile_of, Mix};
 use crate::stats::{Endpoint, LiveCounters, Stats};
-use crate::tokens::{TokenMinter, UserTokens};
+use crate::tokens::{PremintedTokens, TokenMinter, UserTokens};
 
 /// Pause after a request without an answer, so that a dead server is not
 /// hammered with reconnects in a tight loop.
@@ -51,6 +51,8 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// Mints the users' bearer tokens (servers with identity on).
     pub minter: Option<Arc<TokenMinter>>,
+    /// Tokens minted before the run (`--token-premint-users`).
+    pub preminted: Arc<PremintedTokens>,
 }
 
 /// A worker's results, merged by the run.
@@ -264,7 +266,7 @@ impl Session {
         };
         let label = self.user_label(user);
         let minter = self.shared.minter.as_deref()?;
-        self.tokens.get(minter, label)
+        self.tokens.get(minter, &self.shared.preminted, label)
     }
 
     fn global_user(&self, user: u64) -> u64 {
