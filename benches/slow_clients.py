@@ -98,6 +98,8 @@ async def hold(port, count, seconds, mode):
         elif i % 2 == 0:
             writer.write(REQUEST)  # answered, then left idle
         streams.append(writer)
+    # slow_clients.sh waits for this line before it starts measuring.
+    print(json.dumps({"ready": len(streams)}), file=sys.stderr, flush=True)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         await asyncio.sleep(1)

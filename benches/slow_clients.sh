@@ -84,11 +84,26 @@ start_attack() {
     slow_headers) slowhttptest -H -c 4000 -r 1000 -i 10 -s 8192 -l "$seconds" -u "$url" -p 3 ;;
     slow_bodies) slowhttptest -B -c 1000 -r 500 -i 10 -s 8192 -l "$seconds" -u "$url" -t POST -p 3 ;;
     slow_readers) slowhttptest -X -c 1000 -r 500 -w 512 -y 1024 -n 5 -z 32 -k 3 -l "$seconds" -u "$url" -p 3 ;;
-    trickle) python3 "$HELPER" trickle "$PORT" 1000 "$seconds" ;;
-    idle) python3 "$HELPER" idle "$PORT" "$((open_files - 1000))" "$seconds" ;;
+    trickle) python3 "$HELPER" trickle "$PORT" 1000 "$((seconds + 60))" ;;
+    idle) python3 "$HELPER" idle "$PORT" "$((open_files - 1000))" "$((seconds + 60))" ;;
   esac >"$work/attack-$1.log" 2>&1 &
   attack_pid=$!
-  sleep 3 # let the attack build up before measuring
+  case "$1" in
+    trickle|idle) wait_for_ready "$work/attack-$1.log" ;;
+    *) sleep 3 ;; # let the attack build up before measuring
+  esac
+}
+
+# The Python attacker opens its connections in batches; measuring starts
+# once all are open, so the figures are those of a server holding them
+# (not of the client's own ramp on the same two cores).
+wait_for_ready() {
+  for _ in $(seq 600); do
+    grep -q '"ready"' "$1" && return 0
+    sleep 0.1
+  done
+  echo "the attacker did not get ready within 60 s" >&2
+  exit 1
 }
 
 printf '%-13s %8s %8s %9s %8s %8s %s\n' case sent failed success% p50_ms p99_ms connections
