@@ -653,7 +653,7 @@ async fn exactly_once_when_connections_are_terminated_mid_export() {
     let families = registry.gather();
     let rows_total: f64 = families
         .iter()
-        .filter(|f| f.name() == "export_rows_total")
+        .filter(|f| f.name() == "flashsale_export_rows_total")
         .flat_map(|f| f.get_metric())
         .map(|m| m.get_counter().get_value())
         .sum();
@@ -990,7 +990,7 @@ fn refusals_total(registry: &prometheus::Registry) -> f64 {
     registry
         .gather()
         .iter()
-        .filter(|f| f.name() == "export_refusals_total")
+        .filter(|f| f.name() == "flashsale_export_refusals_total")
         .flat_map(|f| f.get_metric())
         .map(|m| m.get_counter().get_value())
         .sum()

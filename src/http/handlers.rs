@@ -366,6 +366,7 @@ pub(super) async fn health(
             "failure": log.failure.as_ref().map(|_| "write or fsync failed (details in the server log)"),
             "durable_seq": log.durable_seq,
             "last_seq": log.last_seq,
+            "sync_mode": log.sync_mode,
         },
         "exporter": exporter,
         "connections": connections.health(),
