@@ -35,6 +35,7 @@ pub struct Metrics {
     pub checkout_outcomes_total: IntCounterVec,
     pub purchase_outcomes_total: IntCounterVec,
     pub active_sale_items_sold: IntGauge,
+    pub active_sale_items_total: IntGauge,
     pub write_requests_in_flight: IntGauge,
     pub wal: Arc<WalMetrics>,
     /// 1 when the log runs with `--unsafe-no-fsync`.
@@ -54,12 +55,35 @@ pub struct WalMetrics {
     pub failed: IntGauge,
 }
 
+/// A latency histogram's options, with the shared buckets.
+fn latency_opts(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS_SECONDS.to_vec())
+}
+
+impl WalMetrics {
+    fn new() -> Result<WalMetrics, prometheus::Error> {
+        Ok(WalMetrics {
+            appends_total: IntCounter::new("flashsale_wal_appends_total", "Records made durable")?,
+            batch_records: Histogram::with_opts(
+                HistogramOpts::new("flashsale_wal_batch_records", "Records per group commit")
+                    .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
+            )?,
+            batch_bytes_total: IntCounter::new(
+                "flashsale_wal_written_bytes_total",
+                "Bytes written",
+            )?,
+            write_and_sync_latency_seconds: Histogram::with_opts(latency_opts(
+                "flashsale_wal_fsync_latency_seconds",
+                "Time of one group commit's write and fdatasync",
+            ))?,
+            failed: IntGauge::new("flashsale_wal_failed", "1 when the log refuses writes")?,
+        })
+    }
+}
+
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let latency = |name: &str, help: &str| {
-            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS_SECONDS.to_vec())
-        };
         let metrics = Metrics {
             http_requests_total: IntCounterVec::new(
                 Opts::new(
@@ -69,7 +93,7 @@ impl Metrics {
                 &["route", "status"],
             )?,
             http_request_duration_seconds: HistogramVec::new(
-                latency(
+                latency_opts(
                     "flashsale_http_request_duration_seconds",
                     "HTTP request latency by route",
                 ),
@@ -93,29 +117,15 @@ impl Metrics {
                 "flashsale_active_sale_items_sold",
                 "Items sold in the active sale",
             )?,
+            active_sale_items_total: IntGauge::new(
+                "flashsale_active_sale_items_total",
+                "Items of the active sale, sold or not",
+            )?,
             write_requests_in_flight: IntGauge::new(
                 "flashsale_write_requests_in_flight",
                 "Checkouts and purchases waiting for the log",
             )?,
-            wal: Arc::new(WalMetrics {
-                appends_total: IntCounter::new(
-                    "flashsale_wal_appends_total",
-                    "Records made durable",
-                )?,
-                batch_records: Histogram::with_opts(
-                    HistogramOpts::new("flashsale_wal_batch_records", "Records per group commit")
-                        .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
-                )?,
-                batch_bytes_total: IntCounter::new(
-                    "flashsale_wal_written_bytes_total",
-                    "Bytes written",
-                )?,
-                write_and_sync_latency_seconds: Histogram::with_opts(latency(
-                    "flashsale_wal_fsync_latency_seconds",
-                    "Time of one group commit's write and fdatasync",
-                ))?,
-                failed: IntGauge::new("flashsale_wal_failed", "1 when the log refuses writes")?,
-            }),
+            wal: Arc::new(WalMetrics::new()?),
             unsafe_no_fsync: IntGauge::new(
                 "flashsale_unsafe_no_fsync",
                 "1 when the log never fsyncs (--unsafe-no-fsync): acknowledged writes can be lost",
@@ -165,6 +175,7 @@ impl Metrics {
         r.register(Box::new(self.checkout_outcomes_total.clone()))?;
         r.register(Box::new(self.purchase_outcomes_total.clone()))?;
         r.register(Box::new(self.active_sale_items_sold.clone()))?;
+        r.register(Box::new(self.active_sale_items_total.clone()))?;
         r.register(Box::new(self.write_requests_in_flight.clone()))?;
         r.register(Box::new(self.wal.appends_total.clone()))?;
         r.register(Box::new(self.wal.batch_records.clone()))?;
@@ -203,6 +214,21 @@ fn dir_file_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+impl flashsale_wal::WalObserver for WalMetrics {
+    fn on_batch(&self, records: usize, bytes: usize, write_and_sync_latency: Duration) {
+        self.appends_total.inc_by(records as u64);
+        self.batch_records.observe(records as f64);
+        self.batch_bytes_total.inc_by(bytes as u64);
+        self.write_and_sync_latency_seconds
+            .observe(write_and_sync_latency.as_secs_f64());
+    }
+
+    fn on_failed(&self, reason: &str) {
+        self.failed.set(1);
+        tracing::error!(reason, "the log failed; writes are refused until a restart");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,20 +264,5 @@ mod tests {
         let text = metrics.render().unwrap();
         assert!(text.contains("flashsale_log_disk_bytes 1024"), "{text}");
         assert!(text.contains("flashsale_unsafe_no_fsync 1"), "{text}");
-    }
-}
-
-impl flashsale_wal::WalObserver for WalMetrics {
-    fn on_batch(&self, records: usize, bytes: usize, write_and_sync_latency: Duration) {
-        self.appends_total.inc_by(records as u64);
-        self.batch_records.observe(records as f64);
-        self.batch_bytes_total.inc_by(bytes as u64);
-        self.write_and_sync_latency_seconds
-            .observe(write_and_sync_latency.as_secs_f64());
-    }
-
-    fn on_failed(&self, reason: &str) {
-        self.failed.set(1);
-        tracing::error!(reason, "the log failed; writes are refused until a restart");
     }
 }
