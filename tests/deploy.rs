@@ -36,7 +36,7 @@ fn repo() -> &'static Path {
 /// A tool: `FLASHSALE_<NAME>` if set, else the CI virtualenv's copy (for
 /// hadolint), else the name on PATH. Missing: the test fails here.
 fn tool(name: &str) -> PathBuf {
-    let variable = format!("FLASHSALE_{}", name.to_uppercase());
+    let variable = format!("FLASHSALE_{}", name.to_uppercase().replace('-', "_"));
     if let Some(path) = std::env::var_os(&variable) {
         return PathBuf::from(path);
     }
@@ -164,6 +164,12 @@ fn every_alert_names_only_metrics_of_ours_or_prometheus() {
         let names = metric_names(&expr);
         assert!(!names.is_empty(), "{alert}: no metric in {expr}");
     }
+}
+
+#[test]
+fn nats_server_accepts_the_replication_profile_config() {
+    let text = run_ok("nats-server", &["-c", "deploy/nats.conf", "-t"]);
+    assert!(text.contains("is valid"), "{text}");
 }
 
 #[test]
