@@ -41,7 +41,7 @@ rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/statu
 hwm_mib() { awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"; }
 answered() {
   curl -s "http://127.0.0.1:$port/metrics" |
-    awk '/^checkout_outcomes_total\{outcome="item_not_found"\}/ { n = $2 } END { print n + 0 }'
+    awk '/^flashsale_checkout_outcomes_total\{outcome="item_not_found"\}/ { n = $2 } END { print n + 0 }'
 }
 
 rss_start=$(rss_mib)

@@ -38,7 +38,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && b
 rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"; }
 carts() {
   curl -s "http://127.0.0.1:$port/metrics" |
-    awk '/^checkout_outcomes_total\{outcome="ok"\}/ { n = $2 } END { print n + 0 }'
+    awk '/^flashsale_checkout_outcomes_total\{outcome="ok"\}/ { n = $2 } END { print n + 0 }'
 }
 load() {
   target/release/flashsale-load --target "http://127.0.0.1:$port" --scenario peak \
@@ -60,7 +60,7 @@ rss_rejected_1=$(rss_mib)
 load --reject-only --duration-seconds "$REJECT_SECONDS"
 rss_rejected_2=$(rss_mib)
 rejected=$(curl -s "http://127.0.0.1:$port/metrics" |
-  awk '/^checkout_outcomes_total\{outcome="item_not_found"\}/ { n = $2 } END { print n + 0 }')
+  awk '/^flashsale_checkout_outcomes_total\{outcome="item_not_found"\}/ { n = $2 } END { print n + 0 }')
 
 echo "users holding a cart:          $users"
 echo "VmRSS at start:                $rss_start MiB"

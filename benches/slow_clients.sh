@@ -114,7 +114,7 @@ for case in $CASES; do
   result=$(python3 "$HELPER" legit "$PORT" "$RATE" "$DURATION_SECONDS")
   connections=$(curl -fs --max-time 5 "http://127.0.0.1:$PORT/health" | python3 -c \
     'import json,sys; c=json.load(sys.stdin)["connections"]; print("%s open=%s max=%s evicted=%s" % (c["state"], c["open"], c["max"], c["evicted_total"]))' || echo "health failed")
-  stalls=$(curl -fs --max-time 5 "http://127.0.0.1:$PORT/metrics" | awk '/^http_response_write_stalls_total/ {print $2}' || true)
+  stalls=$(curl -fs --max-time 5 "http://127.0.0.1:$PORT/metrics" | awk '/^flashsale_http_response_write_stalls_total/ {print $2}' || true)
   echo "$result" | python3 -c "import json,sys; r=json.load(sys.stdin); print('%-13s %8d %8d %9.2f %8s %8s %s' % ('$case', r['sent'], r['failed'], r['success_pct'], r['p50_ms'], r['p99_ms'], '$connections stalls=${stalls:-?}'))"
   stop_pid "$attack_pid"; attack_pid=""
   errors=$(grep -c '"level":"ERROR"' "$work/server-$case.log" || true)

@@ -173,7 +173,8 @@ pub struct AuthArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Data directory; the log lives in DATA_DIR/wal/.
-    #[arg(long, env = "FLASHSALE_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "FLASHSALE_DATA_DIR", default_value = "./data",
+          value_parser = data_dir_path)]
     pub data_dir: PathBuf,
 
     /// Unique items in every sale.
@@ -185,6 +186,22 @@ pub struct StoreArgs {
     #[arg(long, env = "FLASHSALE_USER_LIMIT", default_value_t = USER_LIMIT_DEFAULT,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(USER_LIMIT_MAX)))]
     pub user_limit: u32,
+}
+
+/// A data directory path. A leading `~` is refused: the shell expands it
+/// only at the start of a word, so `--data-dir=~/x` arrives as is and would
+/// silently create a directory named `~` in the current one.
+fn data_dir_path(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("the data directory must not be empty".into());
+    }
+    if text.starts_with('~') {
+        return Err(format!(
+            "`{text}` starts with `~`, which the shell did not expand; \
+             write the full path (e.g. --data-dir \"$HOME/...\")"
+        ));
+    }
+    Ok(PathBuf::from(text))
 }
 
 impl StoreArgs {
@@ -240,6 +257,8 @@ mod tests {
             vec!["flashsale", "serve", "--listen", "nowhere"],
             vec!["flashsale", "serve", "--export-interval", "0"],
             vec!["flashsale", "export", "--data-dir", "x"],
+            vec!["flashsale", "serve", "--data-dir=~/x"],
+            vec!["flashsale", "serve", "--data-dir", "~"],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }

@@ -33,6 +33,25 @@ pub enum ParseError {
         name: &'static str,
         why: &'static str,
     },
+    /// Well formed, but names a sale far beyond any this server holds (a
+    /// real hour whose `YYYYMMDDHH` does not fit the stored number): it is
+    /// not known, like any other sale outside the window.
+    #[error("parameter `{name}` names a sale that is not known")]
+    Unknown { name: &'static str },
+}
+
+/// Whether ten digits `YYYYMMDDHH` name a real UTC hour of the years 1970
+/// to 9999, counted without the `u32` a `SaleId` is stored in.
+fn names_real_hour(digits: &str) -> bool {
+    let Ok(n) = digits.parse::<u64>() else {
+        return false;
+    };
+    let (year, month, day, hour) = (n / 1_000_000, n / 10_000 % 100, n / 100 % 100, n % 100);
+    (1970..=9999).contains(&year)
+        && Utc
+            .with_ymd_and_hms(year as i32, month as u32, day as u32, hour as u32, 0, 0)
+            .single()
+            .is_some()
 }
 
 /// A sale: one UTC hour, named `YYYYMMDDHH`. Stored as that decimal number.
@@ -56,10 +75,16 @@ impl SaleId {
                 why: "expected YYYYMMDDHH",
             });
         }
-        let number: u32 = text.parse().map_err(|_| ParseError::Malformed {
-            name: NAME,
-            why: "expected YYYYMMDDHH",
-        })?;
+        let Ok(number) = text.parse::<u32>() else {
+            return Err(if names_real_hour(text) {
+                ParseError::Unknown { name: NAME }
+            } else {
+                ParseError::Malformed {
+                    name: NAME,
+                    why: "not a valid UTC hour",
+                }
+            });
+        };
         SaleId::from_number(number).ok_or(ParseError::Malformed {
             name: NAME,
             why: "not a valid UTC hour",
@@ -135,7 +160,10 @@ impl ItemId {
             why: "expected SALEID-INDEX",
         };
         let (sale_text, index_text) = text.split_once('-').ok_or(malformed.clone())?;
-        let sale = SaleId::parse(sale_text).map_err(|_| malformed.clone())?;
+        let sale = SaleId::parse(sale_text).map_err(|error| match error {
+            ParseError::Unknown { .. } => ParseError::Unknown { name: NAME },
+            _ => malformed.clone(),
+        })?;
         let digits_only = !index_text.is_empty() && index_text.bytes().all(|b| b.is_ascii_digit());
         let leading_zero = index_text.len() > 1 && index_text.starts_with('0');
         if !digits_only || leading_zero || index_text.len() > 7 {
@@ -494,6 +522,27 @@ mod tests {
         }
         for bad in ["", "a b", "a/b", "é", &"f".repeat(65)] {
             assert!(PurchaseCode::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sale_ids_of_years_past_the_stored_range_are_unknown_not_malformed() {
+        for text in ["4905053122", "9999123123"] {
+            assert_eq!(
+                SaleId::parse(text),
+                Err(ParseError::Unknown { name: "sale id" })
+            );
+            let item = format!("{text}-0");
+            assert_eq!(
+                ItemId::parse(&item),
+                Err(ParseError::Unknown { name: "id" })
+            );
+        }
+        for text in ["9999123124", "5000023012", "9999999999"] {
+            assert!(matches!(
+                SaleId::parse(text),
+                Err(ParseError::Malformed { .. })
+            ));
         }
     }
 }

@@ -1,6 +1,10 @@
 //! `flashsale`: parses flags, sets up logging, runs the chosen command, and
-//! turns any failure into one line on stderr and a non-zero exit. Log lines
-//! go to stdout, so stderr holds only that line.
+//! turns any failure into one line on stderr and a non-zero exit (a flag
+//! error prints clap's own message, with its hints). Log lines go to
+//! stdout, so stderr holds only that message.
+//!
+//! `RUST_LOG` sets what is logged (default `info`); `RUST_LOG=flashsale=debug`
+//! adds one line per request.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,9 +29,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            let rendered = error.to_string();
-            let first_line = rendered.lines().next().unwrap_or("invalid command line");
-            eprintln!("flashsale: {first_line} (see flashsale --help)");
+            // clap's own text, hints included ("a similar argument exists",
+            // possible values, usage); it goes to stderr.
+            let _ = error.print();
             return ExitCode::from(2);
         }
     };
@@ -62,6 +66,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             // Listening for signals before the start, so that one sent
             // while the server starts stops it gracefully.
             let stop = flashsale::shutdown::signal();
+            log_start(&args);
             let application = flashsale::server::Application::build(args).await?;
             application.run(stop).await?;
             Ok(())
@@ -81,6 +86,37 @@ fn init_tracing(format: LogFormat) {
     let throttle = flashsale::http::client_errors::ThrottleClientErrors::new();
     match format {
         LogFormat::Text => builder.finish().with(throttle).init(),
-        LogFormat::Json => builder.json().finish().with(throttle).init(),
+        // Flat: `message` and the fields at the top level of each line.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(throttle)
+            .init(),
     }
+}
+
+/// One line that says where the data lives and how the server runs, before
+/// anything is opened: what an operator checks first.
+fn log_start(args: &flashsale::config::ServeArgs) {
+    let data_dir =
+        std::path::absolute(&args.store.data_dir).unwrap_or_else(|_| args.store.data_dir.clone());
+    let identity = if args.auth.auth_jwks.is_some() {
+        "on"
+    } else {
+        "off"
+    };
+    let sync_mode = if args.unsafe_no_fsync {
+        "none"
+    } else {
+        "fdatasync"
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %data_dir.display(),
+        listen = %args.listen,
+        identity,
+        sync_mode,
+        "starting"
+    );
 }

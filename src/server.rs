@@ -68,6 +68,7 @@ pub struct Application {
     journal: Arc<WalJournal>,
     exporter: Option<RunningExporter>,
     shutdown: Shutdown,
+    unsafe_no_fsync: bool,
 }
 
 /// The engine's settings from the command line; the rest are the engine's
@@ -99,6 +100,14 @@ fn open_wal(
     let wal = Wal::open_with_storage(config, storage)
         .map_err(|source| ServerError::OpenLog { dir, source })?;
     Ok(Arc::new(wal))
+}
+
+fn sync_mode_of(args: &ServeArgs) -> SyncMode {
+    if args.unsafe_no_fsync {
+        SyncMode::UnsafeNoSync
+    } else {
+        SyncMode::Fdatasync
+    }
 }
 
 fn sync_mode(args: &ServeArgs) -> SyncMode {
@@ -134,10 +143,15 @@ fn recover_engine(
     };
     let engine = Engine::new(config, clock, journal.clone())?;
     let report = recovery::recover_from_journal(&engine, &journal)?;
+    let audit = &report.audited;
     tracing::info!(
         records = report.replayed.records,
         elapsed_ms = report.elapsed.as_millis() as u64,
-        audit = ?report.audited,
+        audit_sales = audit.sales,
+        audit_items_sold = audit.items_sold,
+        audit_users = audit.users,
+        audit_open_carts = audit.open_carts,
+        audit_purchases = audit.purchases,
         "log replayed and audited"
     );
     Ok(Recovered {
@@ -159,6 +173,7 @@ impl Application {
         storage: Arc<dyn Storage>,
     ) -> Result<Application, ServerError> {
         let metrics = Arc::new(Metrics::new().map_err(ServerError::Metrics)?);
+        metrics.set_log(&args.store.wal_dir(), args.unsafe_no_fsync);
         let identity = crate::identity::start(&args.auth)?;
         let Recovered {
             wal,
@@ -166,13 +181,16 @@ impl Application {
             engine,
         } = recover_engine(&args, storage, &metrics)?;
         let shutdown = Shutdown::new();
-        let service = Arc::new(Service::new(
-            engine,
-            journal.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-            args.write_requests_in_flight_max as usize,
-        ));
+        let service = Arc::new(
+            Service::new(
+                engine,
+                journal.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+                args.write_requests_in_flight_max as usize,
+            )
+            .with_sync_mode(sync_mode_of(&args)),
+        );
         let exporter = match &args.database_url {
             Some(url) => Some(crate::export::start_in_server(
                 url,
@@ -209,6 +227,7 @@ impl Application {
             journal,
             exporter,
             shutdown,
+            unsafe_no_fsync: args.unsafe_no_fsync,
         })
     }
 
@@ -229,6 +248,7 @@ impl Application {
             journal,
             exporter,
             shutdown,
+            unsafe_no_fsync,
             ..
         } = self;
         let handle = server.handle();
@@ -255,10 +275,17 @@ impl Application {
         if let Some(reason) = journal.failure() {
             return Err(ServerError::LogFailed { reason });
         }
-        tracing::info!(
-            durable_seq = journal.durable_seq(),
-            "stopped; the log is durable"
-        );
+        if unsafe_no_fsync {
+            tracing::warn!(
+                last_seq = journal.last_seq(),
+                "stopped; the log was never fsynced (--unsafe-no-fsync): a power loss can still lose records"
+            );
+        } else {
+            tracing::info!(
+                durable_seq = journal.durable_seq(),
+                "stopped; the log is durable"
+            );
+        }
         Ok(())
     }
 }

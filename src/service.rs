@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flashsale_wal::WalError;
+use flashsale_wal::{SyncMode, WalError};
 
 use crate::domain::{ItemId, PurchaseCode, SaleId, UserId};
 use crate::engine::{
@@ -48,6 +48,9 @@ pub struct LogHealth {
     pub failure: Option<String>,
     pub durable_seq: u64,
     pub last_seq: u64,
+    /// How records are made durable: `fdatasync`, or `none` under
+    /// `--unsafe-no-fsync`.
+    pub sync_mode: &'static str,
 }
 
 /// What `/health` reports of the write path.
@@ -66,6 +69,7 @@ pub struct Service {
     shutdown: Shutdown,
     writes_in_flight: AtomicUsize,
     writes_in_flight_max: usize,
+    sync_mode: SyncMode,
 }
 
 /// Holds one of the `writes_in_flight_max` places until dropped.
@@ -101,7 +105,13 @@ impl Service {
             shutdown,
             writes_in_flight: AtomicUsize::new(0),
             writes_in_flight_max,
+            sync_mode: SyncMode::Fdatasync,
         }
+    }
+
+    /// The same service, reporting `sync_mode` (the log's) in `/health`.
+    pub fn with_sync_mode(self, sync_mode: SyncMode) -> Service {
+        Service { sync_mode, ..self }
     }
 
     pub async fn checkout(&self, user: &UserId, item: ItemId) -> Answer<CartView> {
@@ -217,6 +227,10 @@ impl Service {
                 failure: self.journal.failure(),
                 durable_seq: self.journal.durable_seq(),
                 last_seq: self.journal.last_seq(),
+                sync_mode: match self.sync_mode {
+                    SyncMode::UnsafeNoSync => "none",
+                    SyncMode::Fdatasync => "fdatasync",
+                },
             },
             active_sale: self.engine.active_sale(),
         }

@@ -361,14 +361,14 @@ async fn request_ids_are_echoed_and_health_and_metrics_answer() {
         .await
         .unwrap();
     for name in [
-        "http_requests_total",
-        "http_request_duration_seconds",
-        "checkout_outcomes_total",
-        "active_sale_items_sold",
-        "wal_appends_total",
-        "wal_batch_records",
-        "wal_fsync_latency_seconds",
-        "wal_failed",
+        "flashsale_http_requests_total",
+        "flashsale_http_request_duration_seconds",
+        "flashsale_checkout_outcomes_total",
+        "flashsale_active_sale_items_sold",
+        "flashsale_wal_appends_total",
+        "flashsale_wal_batch_records",
+        "flashsale_wal_fsync_latency_seconds",
+        "flashsale_wal_failed",
     ] {
         assert!(text.contains(name), "metric {name} missing");
     }

@@ -195,7 +195,11 @@ async fn a_full_sale_refuses_only_new_users_with_a_recorded_sale_full() {
         "{body}"
     );
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
-    let refused = metric(&server, "checkout_outcomes_total{outcome=\"sale_full\"}").await;
+    let refused = metric(
+        &server,
+        "flashsale_checkout_outcomes_total{outcome=\"sale_full\"}",
+    )
+    .await;
     assert_eq!(refused, 1, "counted once its record is durable");
 
     // Users already in keep buying.

@@ -47,8 +47,8 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if value["fields"]["message"] == "serving" {
-                    let _ = port_tx.send(value["fields"]["port"].as_u64().unwrap() as u16);
+                if value["message"] == "serving" {
+                    let _ = port_tx.send(value["port"].as_u64().unwrap() as u16);
                 }
                 kept.lock().unwrap().push(line);
             }
@@ -229,7 +229,7 @@ fn a_reader_that_stops_reading_cannot_hold_the_connection() {
     assert!(answer.closed, "the stuck connection was not closed");
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
     assert!(
-        !metrics.contains("http_response_write_stalls_total 0"),
+        !metrics.contains("flashsale_http_response_write_stalls_total 0"),
         "{metrics}"
     );
 }
@@ -308,7 +308,10 @@ fn malformed_requests_cannot_flood_the_log_with_errors() {
         "{client_lines} lines for 101 bad requests"
     );
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
-    assert!(!metrics.contains("http_client_errors_total 0"), "{metrics}");
+    assert!(
+        !metrics.contains("flashsale_http_client_errors_total 0"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -653,7 +653,7 @@ async fn exactly_once_when_connections_are_terminated_mid_export() {
     let families = registry.gather();
     let rows_total: f64 = families
         .iter()
-        .filter(|f| f.name() == "export_rows_total")
+        .filter(|f| f.name() == "flashsale_export_rows_total")
         .flat_map(|f| f.get_metric())
         .map(|m| m.get_counter().get_value())
         .sum();
@@ -893,7 +893,8 @@ async fn unreachable_postgres_is_retried_and_the_lag_grows() {
         ..ExportConfig::new("")
     };
     let source = MemorySource::new(Generator::new(9).records(10));
-    let exporter = Spawned::start(config, &source, &prometheus::Registry::new());
+    let registry = prometheus::Registry::new();
+    let exporter = Spawned::start(config, &source, &registry);
     let status = exporter.status.clone();
     wait_for_state(&status, "").await;
     for record in Generator::new(10).records(5) {
@@ -911,6 +912,7 @@ async fn unreachable_postgres_is_retried_and_the_lag_grows() {
     assert_eq!(status.last_exported_seq(), 0);
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["state"], "retrying");
+    assert!(counter_total(&registry, "flashsale_export_errors_total") >= 1.0);
     exporter.stop().await;
 }
 
@@ -987,10 +989,15 @@ async fn cursor_log_id(client: &Client) -> Option<String> {
 }
 
 fn refusals_total(registry: &prometheus::Registry) -> f64 {
+    counter_total(registry, "flashsale_export_refusals_total")
+}
+
+/// The sum of the counter `name` over its labels.
+fn counter_total(registry: &prometheus::Registry, name: &str) -> f64 {
     registry
         .gather()
         .iter()
-        .filter(|f| f.name() == "export_refusals_total")
+        .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric())
         .map(|m| m.get_counter().get_value())
         .sum()
@@ -1047,6 +1054,10 @@ async fn another_logs_records_never_mix_into_the_export() {
         "{reason}"
     );
     assert_eq!(refusals_total(&registry), 1.0);
+    assert_eq!(
+        counter_total(&registry, "flashsale_export_errors_total"),
+        1.0
+    );
     assert_tables_match(&client, &records[..300]).await;
 }
 

@@ -194,7 +194,7 @@ async fn a_failed_fsync_turns_writes_into_503_and_reads_keep_working() {
     let response = server.get(&format!("/sales/{sale}/items?limit=3")).await;
     assert_eq!(response.status().as_u16(), 200);
     let metrics = server.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("wal_failed 1"), "{metrics}");
+    assert!(metrics.contains("flashsale_wal_failed 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +222,7 @@ async fn writes_beyond_the_in_flight_limit_get_429_while_the_log_is_slow() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let metrics = server.get("/metrics").await.text().await.unwrap();
-        if metrics.contains("write_requests_in_flight 3") {
+        if metrics.contains("flashsale_write_requests_in_flight 3") {
             break;
         }
         assert!(

@@ -23,6 +23,9 @@ pub struct SaleInfo {
     pub id: String,
     pub total_items: u64,
     pub user_limit: u64,
+    /// Unsold items when the run starts (`None`: the target did not say).
+    #[serde(default)]
+    pub items_available: Option<u64>,
 }
 
 impl SaleInfo {
@@ -33,6 +36,7 @@ impl SaleInfo {
             id: current_sale_id(),
             total_items: 10_000,
             user_limit: 10,
+            items_available: None,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`stats`]: per-endpoint latency histograms and status / error-code counts.
 //! - [`ledger`]: acknowledged purchases, per user; [`audit`] checks them against the server.
 //! - [`worker`]: the bounded request loops, one per connection.
+//! - [`preflight`]: warnings before a run (sale sold out or full of users).
 //! - [`run`]: one load run from start to audit.
 //! - [`progress`]: the live progress bar; [`report`]: the table and the JSON result file.
 //! - [`tokens`]: bearer tokens per user for servers with identity on.
@@ -29,6 +30,7 @@ pub mod baseline;
 pub mod http;
 pub mod ledger;
 pub mod plot;
+pub mod preflight;
 pub mod progress;
 pub mod report;
 pub mod run;

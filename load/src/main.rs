@@ -42,9 +42,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Draws the results of benches/compare.sh as an SVG.
+    /// Draws the results of benches/compare.sh, or of one run (--out), as an SVG.
     Plot {
-        /// The JSON written by benches/compare.sh.
+        /// The JSON written by benches/compare.sh or by a run's --out.
         results: PathBuf,
         /// The SVG to write.
         out: PathBuf,

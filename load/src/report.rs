@@ -46,7 +46,28 @@ pub struct EndpointResult {
     pub transport_errors: u64,
 }
 
+/// `part` as a percentage of `whole` (0 when `whole` is 0).
+fn percent(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        100.0 * part / whole
+    } else {
+        0.0
+    }
+}
+
 impl EndpointResult {
+    /// Answers with a 2xx status, as a percentage of all answers: what
+    /// share of the requests did what the client asked.
+    pub fn success_percent(&self) -> f64 {
+        let success: u64 = self
+            .status_counts
+            .iter()
+            .filter(|(status, _)| status.starts_with('2'))
+            .map(|(_, count)| count)
+            .sum();
+        percent(success as f64, self.answered as f64)
+    }
+
     fn of(stats: &EndpointStats, elapsed_seconds: f64) -> Self {
         let status_counts = (0..stats.status_counts.len())
             .filter(|&status| stats.status_counts[status] > 0)
@@ -151,17 +172,18 @@ pub fn table(result: &RunResult) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<11} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "endpoint", "answered", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        "{:<11} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "endpoint", "answered", "req/s", "ok %", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
     );
     for (name, endpoint) in &result.endpoints {
         let latency = &endpoint.latency_us;
         let _ = writeln!(
             out,
-            "{:<11} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "{:<11} {:>10} {:>10.0} {:>6.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
             name,
             endpoint.answered,
             endpoint.throughput_per_second,
+            endpoint.success_percent(),
             milliseconds(latency.p50),
             milliseconds(latency.p90),
             milliseconds(latency.p99),
@@ -171,10 +193,11 @@ pub fn table(result: &RunResult) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<11} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+        "{:<11} {:>10} {:>10.0} {:>6.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
         "all",
         result.answered,
         result.throughput_per_second,
+        percent(result.success_per_second, result.throughput_per_second),
         milliseconds(result.latency_us_p50),
         milliseconds(result.latency_us_p90),
         milliseconds(result.latency_us_p99),
@@ -184,8 +207,9 @@ pub fn table(result: &RunResult) -> String {
     if let Some(lag) = &result.send_lag_us {
         let _ = writeln!(
             out,
-            "{:<11} {:>10} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  (send lag: part of the latencies above)",
+            "{:<11} {:>10} {:>10} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  (send lag: part of the latencies above)",
             "send lag",
+            "",
             "",
             "",
             milliseconds(lag.p50),
@@ -243,5 +267,22 @@ mod tests {
             let seconds = process_cpu_seconds().expect("/proc/self/stat");
             assert!(seconds >= 0.0);
         }
+    }
+
+    #[test]
+    fn the_success_rate_counts_only_2xx_answers() {
+        let endpoint = EndpointResult {
+            answered: 8,
+            throughput_per_second: 8.0,
+            latency_us: Latencies::of(&Histogram::<u64>::new(3).expect("histogram")),
+            status_counts: [("200", 2), ("204", 1), ("409", 4), ("503", 1)]
+                .into_iter()
+                .map(|(status, count)| (status.to_string(), count))
+                .collect(),
+            error_counts: BTreeMap::new(),
+            transport_errors: 0,
+        };
+        assert!((endpoint.success_percent() - 37.5).abs() < 1e-9);
+        assert!(percent(1.0, 0.0).abs() < 1e-9);
     }
 }

@@ -125,6 +125,15 @@ async fn discover(config: &RunConfig, setup: &mut Connection) -> anyhow::Result<
             SaleInfo::current_hour_default()
         }
     };
+    // The probe would need a token with identity on; the sale's counts
+    // still tell a sold-out sale.
+    let probe_error = match (&config.minter, target_is_baseline) {
+        (None, false) => crate::preflight::probe_new_user(setup, &sale).await,
+        _ => None,
+    };
+    for line in crate::preflight::warnings(&sale, probe_error.as_deref()) {
+        eprintln!("warning: {line}");
+    }
     Ok(Discovered {
         sale,
         target_is_baseline,

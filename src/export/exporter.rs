@@ -137,6 +137,7 @@ impl Exporter {
                 }
                 Err(error) if error.is_refusal() => return Err(self.refuse(error)),
                 Err(error) => {
+                    self.metrics.count_error();
                     let pause = backoff.next_pause();
                     tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "export failed");
                     self.status.set_state(ExportState::Retrying {
@@ -166,6 +167,7 @@ impl Exporter {
                 Ok(report) => report.last_exported_seq,
                 Err(error) if error.is_refusal() => return Err(self.refuse(error)),
                 Err(error) => {
+                    self.metrics.count_error();
                     tracing::warn!(%error, "the last export before stopping failed");
                     return Ok(());
                 }
@@ -182,6 +184,7 @@ impl Exporter {
 
     /// Stops for good: says why in the status, the log and the metrics.
     fn refuse(&self, error: ExportError) -> ExportError {
+        self.metrics.count_error();
         tracing::error!(%error, "export refused: the exporter stops");
         self.metrics.count_refusal();
         self.status.set_state(ExportState::Refused {

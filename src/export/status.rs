@@ -155,32 +155,41 @@ pub struct ExportMetrics {
     last_success_timestamp_seconds: Gauge,
     rows_total: IntCounterVec,
     refusals_total: IntCounter,
+    errors_total: IntCounter,
 }
 
 impl ExportMetrics {
     pub fn register(registry: &Registry) -> Result<ExportMetrics, prometheus::Error> {
         let metrics = ExportMetrics {
             lag_records: IntGauge::new(
-                "export_lag_records",
+                "flashsale_export_lag_records",
                 "Durable log records not yet exported to PostgreSQL",
             )?,
             last_success_timestamp_seconds: Gauge::new(
-                "export_last_success_timestamp_seconds",
+                "flashsale_export_last_success_timestamp_seconds",
                 "Unix time of the last export attempt that caught up without error",
             )?,
             rows_total: IntCounterVec::new(
-                Opts::new("export_rows_total", "Rows committed to PostgreSQL"),
+                Opts::new(
+                    "flashsale_export_rows_total",
+                    "Rows committed to PostgreSQL",
+                ),
                 &["table"],
             )?,
             refusals_total: IntCounter::new(
-                "export_refusals_total",
+                "flashsale_export_refusals_total",
                 "Times the exporter stopped for good: the database holds another log's export",
+            )?,
+            errors_total: IntCounter::new(
+                "flashsale_export_errors_total",
+                "Export runs that failed (PostgreSQL unreachable or refusing); each is retried",
             )?,
         };
         registry.register(Box::new(metrics.lag_records.clone()))?;
         registry.register(Box::new(metrics.last_success_timestamp_seconds.clone()))?;
         registry.register(Box::new(metrics.rows_total.clone()))?;
         registry.register(Box::new(metrics.refusals_total.clone()))?;
+        registry.register(Box::new(metrics.errors_total.clone()))?;
         Ok(metrics)
     }
 
@@ -198,6 +207,10 @@ impl ExportMetrics {
 
     pub(crate) fn count_refusal(&self) {
         self.refusals_total.inc();
+    }
+
+    pub(crate) fn count_error(&self) {
+        self.errors_total.inc();
     }
 }
 
@@ -245,8 +258,8 @@ mod tests {
             .iter()
             .map(|family| family.name().to_string())
             .collect();
-        assert!(names.contains(&"export_rows_total".to_string()));
-        assert!(names.contains(&"export_lag_records".to_string()));
-        assert!(names.contains(&"export_refusals_total".to_string()));
+        assert!(names.contains(&"flashsale_export_rows_total".to_string()));
+        assert!(names.contains(&"flashsale_export_lag_records".to_string()));
+        assert!(names.contains(&"flashsale_export_refusals_total".to_string()));
     }
 }

@@ -8,7 +8,7 @@
 //! and writes instead at most `CLIENT_ERROR_LOG_LINES_PER_SECOND_MAX` lines
 //! a second (client errors at INFO, accept failures at WARN), then one
 //! summary line with the count of the lines left out. Every such event is
-//! counted in `http_client_errors_total`.
+//! counted in `flashsale_http_client_errors_total`.
 //!
 //! Our own request-failure lines (`flashsale::http` warnings) pass the same
 //! budget.
@@ -30,12 +30,12 @@ const TARGET: &str = "flashsale::http::client_errors";
 
 static CLIENT_ERRORS_TOTAL: OnceLock<IntCounter> = OnceLock::new();
 
-/// Registers `http_client_errors_total` (once per process; later calls do
+/// Registers `flashsale_http_client_errors_total` (once per process; later calls do
 /// nothing).
 pub fn register_metric(registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
     let counter = CLIENT_ERRORS_TOTAL.get_or_init(|| {
         IntCounter::new(
-            "http_client_errors_total",
+            "flashsale_http_client_errors_total",
             "Malformed requests and accept failures seen by the HTTP framework",
         )
         .expect("valid metric name")

@@ -38,21 +38,21 @@ struct ConnectionMetrics {
 impl ConnectionMetrics {
     fn new(registry: &Registry) -> Result<ConnectionMetrics, prometheus::Error> {
         let metrics = ConnectionMetrics {
-            open: IntGauge::new("http_connections_open", "Open HTTP connections")?,
+            open: IntGauge::new("flashsale_http_connections_open", "Open HTTP connections")?,
             max: IntGauge::new(
-                "http_connections_max",
+                "flashsale_http_connections_max",
                 "Connection cap, derived from the open-file limit",
             )?,
             evicted_total: IntCounter::new(
-                "http_connections_evicted_total",
+                "flashsale_http_connections_evicted_total",
                 "Idle connections closed to make room near the cap",
             )?,
             at_cap_total: IntCounter::new(
-                "http_connections_at_cap_total",
+                "flashsale_http_connections_at_cap_total",
                 "Connections accepted at the cap (new ones wait until one closes)",
             )?,
             write_stalls_total: IntCounter::new(
-                "http_response_write_stalls_total",
+                "flashsale_http_response_write_stalls_total",
                 "Connections closed because the client stopped reading",
             )?,
         };

@@ -84,7 +84,15 @@ impl ApiError {
 
 impl From<ParseError> for ApiError {
     fn from(error: ParseError) -> ApiError {
-        ApiError::InvalidRequest(error.to_string())
+        match error {
+            // A well-formed id of a sale nobody holds: 404, as the contract
+            // says for every well-formed id that names nothing known.
+            ParseError::Unknown { name: "id" } => {
+                ApiError::rejected(Rejection::ItemNotFound, error.to_string())
+            }
+            ParseError::Unknown { .. } => ApiError::SaleNotFound(error.to_string()),
+            other => ApiError::InvalidRequest(other.to_string()),
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use crate::engine::{CartView, ItemsPage, PurchaseView, Rejection, SaleView, ITEM
 
 /// Items of a listing page when the client names no `limit`.
 const ITEMS_PAGE_LIMIT_DEFAULT: u32 = 100;
+/// Largest `offset` of a listing page, as the contract says.
+const ITEMS_PAGE_OFFSET_MAX: u32 = 1_000_000;
 
 type Answer = Result<HttpResponse, ApiError>;
 
@@ -317,7 +319,12 @@ pub(super) async fn sale_items(
     id: web::Path<String>,
     query: web::Query<ItemsQuery>,
 ) -> Answer {
-    let offset = number_parameter("offset", query.offset.as_deref(), 0, 0..=u32::MAX)?;
+    let offset = number_parameter(
+        "offset",
+        query.offset.as_deref(),
+        0,
+        0..=ITEMS_PAGE_OFFSET_MAX,
+    )?;
     let limit = number_parameter(
         "limit",
         query.limit.as_deref(),
@@ -366,6 +373,7 @@ pub(super) async fn health(
             "failure": log.failure.as_ref().map(|_| "write or fsync failed (details in the server log)"),
             "durable_seq": log.durable_seq,
             "last_seq": log.last_seq,
+            "sync_mode": log.sync_mode,
         },
         "exporter": exporter,
         "connections": connections.health(),
@@ -381,8 +389,14 @@ pub(super) async fn health(
 }
 
 pub(super) async fn metrics(state: web::Data<AppState>) -> Answer {
-    let sold = state.service.active_sale().items_sold;
-    state.metrics.active_sale_items_sold.set(i64::from(sold));
+    let sale = state.service.active_sale();
+    let metrics = &state.metrics;
+    metrics
+        .active_sale_items_sold
+        .set(i64::from(sale.items_sold));
+    metrics
+        .active_sale_items_total
+        .set(i64::from(sale.total_items));
     let text = state
         .metrics
         .render()

@@ -15,6 +15,7 @@ mod error;
 mod handlers;
 mod limits;
 mod open_files;
+mod openapi;
 mod routes;
 mod stream;
 
@@ -95,7 +96,8 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(get("/sales/{id}", sale))
         .service(get("/sales/{id}/items", sale_items))
         .service(get("/health", health))
-        .service(get("/metrics", metrics));
+        .service(get("/metrics", metrics))
+        .service(get("/openapi.json", openapi::document));
 }
 
 /// Binds `listener` and returns the server, not yet awaited. Signals are

@@ -200,12 +200,10 @@ impl Drop for Server {
 
 fn serving_port(line: &str) -> Option<u16> {
     let value: Value = serde_json::from_str(line).ok()?;
-    if value["fields"]["message"] != "serving" {
+    if value["message"] != "serving" {
         return None;
     }
-    value["fields"]["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
+    value["port"].as_u64().and_then(|p| u16::try_from(p).ok())
 }
 
 async fn decode(response: reqwest::Response) -> (u16, Value) {
