@@ -42,6 +42,9 @@ pub struct Metrics {
     pub unsafe_no_fsync: IntGauge,
     /// Bytes of the files in `DATA_DIR/wal/`, measured at every scrape.
     pub log_disk_bytes: IntGauge,
+    /// Keys a rate limiter holds (`limiter` = `user` or `client`), set at
+    /// each scrape: shows a flood of distinct keys nearing the cap.
+    pub limiter_keys: IntGaugeVec,
     /// The log's directory, once the server knows it.
     wal_dir: OnceLock<PathBuf>,
 }
@@ -134,6 +137,13 @@ impl Metrics {
                 "flashsale_log_disk_bytes",
                 "Bytes of the log's segment files in DATA_DIR/wal/",
             )?,
+            limiter_keys: IntGaugeVec::new(
+                Opts::new(
+                    "flashsale_limiter_keys",
+                    "Keys held by a rate limiter (at most 400000 each)",
+                ),
+                &["limiter"],
+            )?,
             wal_dir: OnceLock::new(),
             registry,
         };
@@ -184,6 +194,7 @@ impl Metrics {
         r.register(Box::new(self.wal.failed.clone()))?;
         r.register(Box::new(self.unsafe_no_fsync.clone()))?;
         r.register(Box::new(self.log_disk_bytes.clone()))?;
+        r.register(Box::new(self.limiter_keys.clone()))?;
         Ok(())
     }
 

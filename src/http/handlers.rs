@@ -397,6 +397,11 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> Answer {
     metrics
         .active_sale_items_total
         .set(i64::from(sale.total_items));
+    let (user_keys, client_keys) = state.limits.keys();
+    for (limiter, keys) in [("user", user_keys), ("client", client_keys)] {
+        let keys = i64::try_from(keys).unwrap_or(i64::MAX);
+        metrics.limiter_keys.with_label_values(&[limiter]).set(keys);
+    }
     let text = state
         .metrics
         .render()
