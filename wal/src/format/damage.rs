@@ -32,6 +32,9 @@ pub enum DamageKind {
     RecordTooLarge { len_bytes: u32, max_bytes: u32 },
     /// The record checksum does not match.
     RecordChecksumMismatch,
+    /// Zeros where a record header should be, but non-zero bytes after
+    /// them: not the clean end of a preallocated segment.
+    ZeroedRecordHeader { nonzero_offset: u64 },
     /// A well-formed record carries the wrong sequence number.
     UnexpectedSeq { expected: u64, found: u64 },
     /// Damage that is followed by a valid record, so it is not a torn write.
@@ -50,6 +53,7 @@ impl DamageKind {
             DamageKind::RecordTruncated
                 | DamageKind::RecordTooLarge { .. }
                 | DamageKind::RecordChecksumMismatch
+                | DamageKind::ZeroedRecordHeader { .. }
         )
     }
 }
@@ -80,6 +84,10 @@ impl fmt::Display for DamageKind {
                 "record length {len_bytes} exceeds record_size_max_bytes {max_bytes}"
             ),
             DamageKind::RecordChecksumMismatch => write!(f, "record checksum mismatch"),
+            DamageKind::ZeroedRecordHeader { nonzero_offset } => write!(
+                f,
+                "record header of zeros, but non-zero bytes at byte offset {nonzero_offset}"
+            ),
             DamageKind::UnexpectedSeq { expected, found } => write!(
                 f,
                 "sequence gap: expected sequence number {expected}, found {found}"
