@@ -4,9 +4,10 @@
 //! make durable appends fast. When it is free it takes the oldest queued
 //! batch (everything appended since the previous batch was taken, up to
 //! `batch_bytes_max`), writes it with one write, syncs it with one
-//! `fdatasync`, and then wakes every waiter of that batch. There is no
-//! timer: a batch is as large as the load made it while the previous one was
-//! being synced.
+//! `fdatasync`, and then wakes every waiter of that batch. A batch is as
+//! large as the load made it while the previous one was being synced, and,
+//! while the log is busy, as the appenders known to be coming make it within
+//! `commit_delay_max` (see `CommitQueue::next_batch`).
 //!
 //! Segments are written in place at the end of their last record: a
 //! preallocated segment is already at its full size (zero-filled), so a
