@@ -143,8 +143,19 @@ fn main() {
     config.commit_delay_max = Duration::from_micros(args.commit_delay_us);
     config.observer = Some(observer.clone());
     let wal = Arc::new(Wal::open(config).expect("open wal"));
-    // Let the preparer zero-fill its first segment before measuring.
-    thread::sleep(Duration::from_secs(1));
+    // Let the preparer zero-fill (and sync) its first segment before
+    // measuring, so that its 64 MiB do not compete with the batches' syncs.
+    let prepared = dir.join(flashsale_wal::PREPARED_SEGMENT_FILE_NAME);
+    if args.preallocation == Preallocation::Ahead {
+        for _ in 0..300 {
+            let len = std::fs::metadata(&prepared).map_or(0, |m| m.len());
+            if len >= flashsale_wal::SEGMENT_SIZE_MAX_BYTES_DEFAULT {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    thread::sleep(Duration::from_secs(2));
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     let mut latencies = thread::scope(|scope| {
