@@ -31,13 +31,16 @@ use std::path::{Path, PathBuf};
 use crate::config::{Preallocation, WalConfig};
 use crate::error::WalError;
 use crate::format::{
-    nonzero_end, scan_segment, ByteSource, DamageKind, LogMeta, SEGMENT_FIRST_SEQ_OFFSET,
-    SEGMENT_HEADER_SIZE,
+    nonzero_end, scan_segment, ByteSource, DamageKind, LogMeta, SegmentDamage,
+    SEGMENT_FIRST_SEQ_OFFSET, SEGMENT_HEADER_SIZE,
 };
 use crate::log_meta::{new_log_id, read_log_meta, write_log_meta};
 use crate::segment::{create_segment, parse_segment_file_name, SegmentMeta};
 use crate::start::{check_end, check_start, finish_deletion};
 use crate::storage::{FileWindow, Storage, WriteFile};
+
+/// A torn write may garble the rest of the page its last byte lands in.
+const TORN_PAGE_BYTES: u64 = 4096;
 
 /// Read chunk of scans and replays.
 pub(crate) const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -385,16 +388,43 @@ fn check_segment(
             len_bytes: scan.valid_len_bytes,
             file_len_bytes,
         }),
-        Some(damage) if newest && damage.is_torn_tail() => Ok(SegmentCheck::TornTail {
-            last_seq: scan.last_seq,
-            valid_len_bytes: scan.valid_len_bytes,
-            torn_end_bytes: nonzero_end(&mut window, scan.valid_len_bytes, file_len_bytes)
+        Some(damage) if newest && damage.is_torn_tail() => {
+            let torn_end_bytes = nonzero_end(&mut window, scan.valid_len_bytes, file_len_bytes)
                 .map_err(|e| WalError::io("read", path, e))?
-                .max(scan.valid_len_bytes),
-            file_len_bytes,
-        }),
+                .max(scan.valid_len_bytes);
+            check_torn_reach(config, scan.valid_len_bytes, torn_end_bytes, damage)
+                .map_err(|damage| corrupt(damage.offset, damage.kind))?;
+            Ok(SegmentCheck::TornTail {
+                last_seq: scan.last_seq,
+                valid_len_bytes: scan.valid_len_bytes,
+                torn_end_bytes,
+                file_len_bytes,
+            })
+        }
         Some(damage) => Err(corrupt(damage.offset, damage.kind)),
     }
+}
+
+/// Only one batch is ever unsynced (invariant 3): a torn write cannot
+/// reach further than one batch (and the rest of its last page) past the
+/// records that are whole. Damage that does is refused.
+fn check_torn_reach(
+    config: &WalConfig,
+    valid_len_bytes: u64,
+    torn_end_bytes: u64,
+    damage: SegmentDamage,
+) -> Result<(), SegmentDamage> {
+    let reach_max = valid_len_bytes + config.batch_bytes_max as u64 + TORN_PAGE_BYTES;
+    if torn_end_bytes <= reach_max {
+        return Ok(());
+    }
+    Err(SegmentDamage {
+        offset: damage.offset,
+        kind: DamageKind::BeyondOneBatch {
+            damage: Box::new(damage.kind),
+            end_offset: torn_end_bytes,
+        },
+    })
 }
 
 /// Copies the torn tail (up to `torn_end_bytes`; only zeros follow it) to

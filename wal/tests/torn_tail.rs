@@ -275,3 +275,38 @@ fn an_empty_directory_becomes_a_log_starting_at_one() {
     let wal = Wal::open(small_config(&dir.path().join("nested").join("wal"))).unwrap();
     assert_eq!(wal.append(b"x").unwrap(), 1);
 }
+
+#[test]
+fn a_non_zero_byte_far_beyond_the_last_record_of_a_preallocated_segment_is_an_error_not_a_torn_tail(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(dir.path());
+    config.segment_size_max_bytes = 64 * 1024;
+    let wal = Wal::open(config.clone()).unwrap();
+    append_all(&wal, &[payload(1, 40), payload(2, 40)]);
+    drop(wal);
+    let segment = newest_segment(dir.path());
+    let mut bytes = fs::read(&segment).unwrap();
+    assert_eq!(bytes.len(), 64 * 1024);
+    // Further than one batch (512 bytes) and a page past the last record:
+    // no interrupted append writes there, so it is damage, not a tear.
+    bytes[32 * 1024] = 0x01;
+    fs::write(&segment, &bytes).unwrap();
+    let error = Wal::open(config).expect_err("must refuse to start");
+    let message = error.to_string();
+    assert!(
+        message.contains(segment.file_name().unwrap().to_str().unwrap()),
+        "{message}"
+    );
+    assert!(message.contains("further than one batch"), "{message}");
+    match error {
+        flashsale_wal::WalError::Corrupt { kind, .. } => assert!(matches!(
+            kind,
+            flashsale_wal::DamageKind::BeyondOneBatch {
+                end_offset: 32769,
+                ..
+            }
+        )),
+        other => panic!("not a corruption error: {other}"),
+    }
+}

@@ -37,6 +37,12 @@ pub enum DamageKind {
     ZeroedRecordHeader { nonzero_offset: u64 },
     /// A well-formed record carries the wrong sequence number.
     UnexpectedSeq { expected: u64, found: u64 },
+    /// Damage whose non-zero bytes reach further than one batch past the
+    /// last whole record: more than an interrupted append can write.
+    BeyondOneBatch {
+        damage: Box<DamageKind>,
+        end_offset: u64,
+    },
     /// Damage that is followed by a valid record, so it is not a torn write.
     FollowedByValidRecord {
         damage: Box<DamageKind>,
@@ -91,6 +97,10 @@ impl fmt::Display for DamageKind {
             DamageKind::UnexpectedSeq { expected, found } => write!(
                 f,
                 "sequence gap: expected sequence number {expected}, found {found}"
+            ),
+            DamageKind::BeyondOneBatch { damage, end_offset } => write!(
+                f,
+                "{damage}, with non-zero bytes up to byte offset {end_offset}, further than one batch after the last whole record (not a torn write)"
             ),
             DamageKind::FollowedByValidRecord { damage, valid_record_offset } => write!(
                 f,
