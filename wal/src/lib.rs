@@ -43,6 +43,7 @@
 //!   deletion, refuse a missing start).
 //! - [`storage`]: the small file-system trait crash tests plug into.
 //! - `recovery`: the decision table applied by [`Wal::open`].
+//! - `torn`: a torn tail's reach, its side file and its removal.
 //! - `commit_queue`: the bounded queue of appends, sequence numbers and
 //!   durability waiting.
 //! - `writer`: the one writer thread doing group commit.
@@ -73,6 +74,7 @@ mod recovery;
 mod segment;
 mod start;
 pub mod storage;
+mod torn;
 mod wal;
 mod writer;
 
