@@ -76,10 +76,19 @@ impl Wal {
             active_preallocated: recovered.active_preallocated,
             preparer: preparer.as_ref().map(|(p, _)| Arc::clone(p)),
         };
-        let handle = thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("wal-writer".to_string())
-            .spawn(move || writer.run())
-            .map_err(|e| WalError::io("spawn writer thread for", dir, e))?;
+            .spawn(move || writer.run());
+        let handle = match spawned {
+            Ok(handle) => handle,
+            Err(error) => {
+                // No writer: stop the preparer too, rather than leave it.
+                if let Some((preparer, _)) = &preparer {
+                    preparer.close();
+                }
+                return Err(WalError::io("spawn writer thread for", dir, error));
+            }
+        };
         Ok(Wal {
             shared,
             storage,
