@@ -7,6 +7,10 @@
 #   3. flashsale serve with fsync on (the durable configuration)
 #   4. if redis-server and redis-benchmark exist: the same claim as a Redis Lua
 #      script with appendfsync always
+#   5. wrk (an independent C load generator; installed from Debian's packages
+#      if missing): WRK_ROUNDS rounds of 1-3 on their default worker counts,
+#      POST /checkout with random users and items (benches/wrk/checkout.lua),
+#      with the servers' CPU microseconds per request (benches/wrk/wrk.sh)
 #
 # Each is loaded with `flashsale-load --scenario peak --checkout-only` (closed
 # loop) for DURATION_SECONDS; then the durable server gets a fixed-rate run at
@@ -24,6 +28,7 @@
 #   OUT_DIR=target/compare
 #   NO_FSYNC_FLAG=--unsafe-no-fsync   the server's flag that turns fsync off
 #   AUDIT_SECONDS=10      the audited realistic run (0 skips it)
+#   WRK_ROUNDS=3 WRK_SECONDS=8 WRK_CONNECTIONS=64 WRK_THREADS=1   (WRK_ROUNDS=0 skips wrk)
 #   LIMIT_FLAGS="--user-writes-per-second 0 --client-requests-per-second 0"
 #                         the server's rate limits, off so that peak runs
 #                         measure the server, not the limiter (all load
@@ -279,6 +284,14 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null &
 else
   log "redis-server / redis-benchmark / redis-cli not installed: no Redis comparison"
 fi
+
+# 5. wrk against the bare handler and our server, fsync off and on.
+# shellcheck source=benches/wrk/wrk.sh
+source "$root/benches/wrk/wrk.sh"
+if [[ $server_built == yes ]]; then
+  wrk_compare || log "the wrk comparison failed"
+fi
+stop_server
 
 ratio() { # numerator denominator
   if [[ -n "$1" && -n "$2" ]]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; fi

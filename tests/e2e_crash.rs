@@ -232,8 +232,16 @@ async fn a_torn_tail_is_cut_and_the_server_starts() {
     let (code, receipt) = write_some_history(&dir, &args).await;
     let segment = newest_segment(dir.path());
     let mut bytes = std::fs::read(&segment).unwrap();
-    // Half a record header: what a crash in the middle of a write leaves.
-    bytes.extend_from_slice(&[0x2a, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00]);
+    // Half a record header right after the last whole record: what a crash
+    // in the middle of a write leaves (in a preallocated segment, over the
+    // zeros that follow the records).
+    let decoded =
+        flashsale_wal::decode_segment(&bytes, flashsale_wal::RECORD_SIZE_MAX_BYTES_DEFAULT)
+            .unwrap();
+    let end = decoded.valid_len_bytes as usize;
+    let half_header = [0x2a, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00];
+    bytes.resize(bytes.len().max(end + half_header.len()), 0);
+    bytes[end..end + half_header.len()].copy_from_slice(&half_header);
     std::fs::write(&segment, &bytes).unwrap();
 
     let server = Server::start(dir.path(), &args);

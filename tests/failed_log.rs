@@ -32,8 +32,8 @@ struct FailingFile {
 const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl WriteFile for FailingFile {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.inner.write_all(bytes)
+    fn write_all_at(&mut self, offset_bytes: u64, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all_at(offset_bytes, bytes)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         let held_since = std::time::Instant::now();
@@ -73,8 +73,8 @@ impl Storage for FailingStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
         Ok(self.wrap(FsStorage.create(path)?))
     }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        Ok(self.wrap(FsStorage.open_append(path)?))
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        Ok(self.wrap(FsStorage.open_write(path)?))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         FsStorage.remove_file(path)

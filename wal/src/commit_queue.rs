@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -42,6 +43,12 @@ struct Queue {
     next_seq: u64,
     closed: bool,
     space_waiters: usize,
+    /// Records of the batch the writer took last: how many appenders are
+    /// known to be coming back while the log is busy (1: idle).
+    last_batch_records: usize,
+    /// While the writer waits: the number of records in the oldest batch
+    /// that makes it worth waking (0: it is not waiting).
+    writer_waits_for_records: usize,
 }
 
 pub(crate) struct CommitQueue {
@@ -81,6 +88,8 @@ impl CommitQueue {
                 next_seq: last_seq + 1,
                 closed: false,
                 space_waiters: 0,
+                last_batch_records: 1,
+                writer_waits_for_records: 0,
             }),
             writer_wake: Condvar::new(),
             space_free: Condvar::new(),
@@ -183,22 +192,59 @@ impl CommitQueue {
         queue.queued_bytes += framed_bytes;
         queue.next_seq = seq + 1;
         self.last_seq.store(seq, Ordering::Release);
+        // Wake the writer only when the oldest batch is what it waits for:
+        // while it holds a batch for more appenders, each append need not
+        // cost it a wake-up.
+        let wanted = queue.writer_waits_for_records;
+        let wake = wanted > 0
+            && (queue.batches.len() > 1
+                || queue.batches.front().is_some_and(|b| b.records >= wanted));
         drop(guard);
-        self.writer_wake.notify_one();
+        if wake {
+            self.writer_wake.notify_one();
+        }
         Ok(seq)
     }
 
     /// The writer takes the oldest batch; `None` once closed and drained,
     /// or failed.
+    ///
+    /// Commit delay: while the log is busy, the writer holds the oldest
+    /// batch until the appenders known to be on their way joined it (the
+    /// records it held when the last batch was acknowledged, plus one per
+    /// record of that batch, whose appenders were just woken), the batch is
+    /// full, or `commit_delay_max` has passed. An idle log (the writer
+    /// waited longer than `commit_delay_max` for an append), or one
+    /// appender at a time, never waits. Only the moment of the write moves:
+    /// every record is still acknowledged only after its batch's sync.
     pub(crate) fn next_batch(&self) -> Option<Batch> {
+        let delay_max = self.config.commit_delay_max;
         let mut queue = self.queue.lock();
-        // Bounded: each wake either returns or re-checks after a notify.
+        let mut hold_until: Option<Instant> = None;
+        let mut target =
+            queue.batches.front().map_or(0, |batch| batch.records) + queue.last_batch_records;
+        // Bounded: each wake either returns, re-checks after a notify, or
+        // reaches the hold deadline.
         loop {
             if self.failure.get().is_some() {
                 return None;
             }
-            if let Some(batch) = queue.batches.pop_front() {
+            if let Some(front) = queue.batches.front() {
+                let ready = front.records >= target || queue.batches.len() > 1 || queue.closed;
+                if !ready && !delay_max.is_zero() {
+                    let deadline = *hold_until.get_or_insert_with(|| Instant::now() + delay_max);
+                    if Instant::now() < deadline {
+                        queue.writer_waits_for_records = target;
+                        self.writer_wake.wait_until(&mut queue, deadline);
+                        queue.writer_waits_for_records = 0;
+                        continue;
+                    }
+                }
+                let Some(batch) = queue.batches.pop_front() else {
+                    unreachable!("the front batch was just seen")
+                };
                 queue.queued_bytes -= batch.bytes.len();
+                queue.last_batch_records = batch.records;
                 if queue.space_waiters > 0 {
                     self.space_free.notify_all();
                 }
@@ -207,7 +253,14 @@ impl CommitQueue {
             if queue.closed {
                 return None;
             }
+            let idle_since = Instant::now();
+            queue.writer_waits_for_records = 1;
             self.writer_wake.wait(&mut queue);
+            queue.writer_waits_for_records = 0;
+            if idle_since.elapsed() > delay_max {
+                // Idle for longer than a delay: nobody is known to be coming.
+                target = 1;
+            }
         }
     }
 

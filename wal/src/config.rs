@@ -23,6 +23,29 @@ pub enum SyncMode {
     UnsafeNoSync,
 }
 
+/// How new segments get their disk space.
+///
+/// A segment created at its full size, zero-filled and synced (as
+/// PostgreSQL does with its WAL segments), is written in place afterwards:
+/// a batch's `fdatasync` then flushes data only, with no file-size change
+/// for the file system to journal. Recovery reads zeros where the next
+/// record would start as the end of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preallocation {
+    /// A background thread prepares the next segment (zero-filled, synced,
+    /// under the name [`crate::PREPARED_SEGMENT_FILE_NAME`]) while the
+    /// current one fills, off the commit path. A new log starts with a
+    /// plain segment, which is left for the first prepared one as soon as
+    /// that is ready, so opening a new log costs no zero-fill.
+    #[default]
+    Ahead,
+    /// The writer zero-fills a segment when it needs it: rotation waits for
+    /// the zero-fill. Deterministic, for tests on a simulated file system.
+    Inline,
+    /// Segments grow with every batch (each sync also journals the length).
+    Off,
+}
+
 /// Receives timing of every batch, e.g. to feed metrics. Called on the
 /// writer thread: keep it cheap and never block.
 pub trait WalObserver: Send + Sync {
@@ -51,6 +74,14 @@ pub struct WalConfig {
     pub queue_bytes_max: usize,
     /// Whether batches are synced before they are acknowledged.
     pub sync_mode: SyncMode,
+    /// How segments get their disk space.
+    pub preallocation: Preallocation,
+    /// Longest the writer holds a batch back so that appenders known to be
+    /// on their way join it (one sync for more records). Applied only while
+    /// the log is busy (the previous batch held several records and the
+    /// writer was not idle for longer than this); an idle log never waits.
+    /// Zero: never wait.
+    pub commit_delay_max: Duration,
     /// Told of every batch and of a failure, e.g. to feed metrics.
     pub observer: Option<Arc<dyn WalObserver>>,
 }
@@ -64,6 +95,11 @@ pub const BATCH_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 /// Default queue limit: 16 MiB.
 pub const QUEUE_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 
+/// Default longest commit delay: 200 µs, a fraction of one `fdatasync`.
+pub const COMMIT_DELAY_MAX_DEFAULT: Duration = Duration::from_micros(200);
+/// Largest accepted commit delay: 10 ms.
+pub const COMMIT_DELAY_MAX_LIMIT: Duration = Duration::from_millis(10);
+
 impl WalConfig {
     /// The defaults, with the log in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -74,6 +110,8 @@ impl WalConfig {
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             queue_bytes_max: QUEUE_BYTES_MAX_DEFAULT,
             sync_mode: SyncMode::default(),
+            preallocation: Preallocation::default(),
+            commit_delay_max: COMMIT_DELAY_MAX_DEFAULT,
             observer: None,
         }
     }
@@ -100,6 +138,12 @@ impl WalConfig {
                 self.segment_size_max_bytes, self.batch_bytes_max
             )));
         }
+        if self.commit_delay_max > COMMIT_DELAY_MAX_LIMIT {
+            return Err(WalError::Config(format!(
+                "commit_delay_max {:?} exceeds {COMMIT_DELAY_MAX_LIMIT:?}",
+                self.commit_delay_max
+            )));
+        }
         Ok(())
     }
 }
@@ -113,6 +157,8 @@ impl fmt::Debug for WalConfig {
             .field("batch_bytes_max", &self.batch_bytes_max)
             .field("queue_bytes_max", &self.queue_bytes_max)
             .field("sync_mode", &self.sync_mode)
+            .field("preallocation", &self.preallocation)
+            .field("commit_delay_max", &self.commit_delay_max)
             .field(
                 "observer",
                 &self.observer.as_ref().map(|_| "dyn WalObserver"),

@@ -34,13 +34,16 @@
 //! - [`format`](mod@format): the byte layout, pure encode/decode
 //!   ([`decode_segment`] is the fuzz target); split into header, record
 //!   framing, segment scan and in-memory decoding.
-//! - `segment`: segment file names and durable creation.
+//! - `segment`: segment file names and durable creation (plain, or
+//!   preallocated: zero-filled at full size, then given a header and a name).
+//! - `preparer`: the thread that preallocates the next segment ahead.
 //! - `log_meta`: reading and atomically replacing `LOG_META` (its byte
 //!   layout is in [`format`](mod@format)).
 //! - `start`: the start rule applied at open (finish an interrupted
 //!   deletion, refuse a missing start).
 //! - [`storage`]: the small file-system trait crash tests plug into.
 //! - `recovery`: the decision table applied by [`Wal::open`].
+//! - `torn`: a torn tail's reach, its side file and its removal.
 //! - `commit_queue`: the bounded queue of appends, sequence numbers and
 //!   durability waiting.
 //! - `writer`: the one writer thread doing group commit.
@@ -65,16 +68,19 @@ mod config;
 mod error;
 pub mod format;
 mod log_meta;
+mod preparer;
 mod reader;
 mod recovery;
 mod segment;
 mod start;
 pub mod storage;
+mod torn;
 mod wal;
 mod writer;
 
 pub use config::{
-    SyncMode, WalConfig, WalObserver, BATCH_BYTES_MAX_DEFAULT, QUEUE_BYTES_MAX_DEFAULT,
+    Preallocation, SyncMode, WalConfig, WalObserver, BATCH_BYTES_MAX_DEFAULT,
+    COMMIT_DELAY_MAX_DEFAULT, COMMIT_DELAY_MAX_LIMIT, QUEUE_BYTES_MAX_DEFAULT,
     RECORD_SIZE_MAX_BYTES_DEFAULT, SEGMENT_SIZE_MAX_BYTES_DEFAULT,
 };
 pub use error::WalError;
@@ -83,6 +89,6 @@ pub use format::{
 };
 pub use log_meta::{LOG_META_FILE_NAME, LOG_META_TMP_FILE_NAME};
 pub use reader::{Record, WalReader};
-pub use segment::{parse_segment_file_name, segment_file_name};
+pub use segment::{parse_segment_file_name, segment_file_name, PREPARED_SEGMENT_FILE_NAME};
 pub use storage::{DirLock, FsStorage, ReadFile, Storage, WriteFile, LOCK_FILE_NAME};
 pub use wal::Wal;

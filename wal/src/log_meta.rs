@@ -80,7 +80,7 @@ pub(crate) fn write_log_meta(
     let mut file = storage
         .create(&tmp)
         .map_err(|e| WalError::io("create", &tmp, e))?;
-    file.write_all(&encode_log_meta(meta))
+    file.write_all_at(0, &encode_log_meta(meta))
         .map_err(|e| WalError::io("write", &tmp, e))?;
     file.sync_data()
         .map_err(|e| WalError::io("fdatasync", &tmp, e))?;

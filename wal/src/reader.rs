@@ -111,7 +111,12 @@ impl WalReader {
     /// Positions the cursor on the record `next_seq` (known to be durable)
     /// and returns its framed length.
     fn locate_next(&mut self) -> Result<usize, WalError> {
-        // Bounded: every iteration skips a record or moves to a later segment.
+        // The window may hold bytes read before the record was written (the
+        // zeros of a preallocated segment, or a batch being written): those
+        // are read again once before they count as the end or as damage.
+        let mut reread = false;
+        // Bounded: every iteration skips a record, moves to a later segment,
+        // or re-reads the window (once per record).
         loop {
             if self.cursor.is_none() {
                 self.cursor = Some(self.open_segment(self.next_seq)?);
@@ -124,6 +129,13 @@ impl WalReader {
                 .map_err(|e| WalError::io("read", &cursor.path, e))?;
             let expected = cursor.seq_at_offset;
             let cursor_first_seq = cursor.first_seq;
+            let stale_suspect = !matches!(at, RecordAt::Valid { .. });
+            if stale_suspect && !reread {
+                reread = true;
+                cursor.window.invalidate();
+                continue;
+            }
+            reread = false;
             let kind = match at {
                 RecordAt::Valid {
                     seq, total_bytes, ..
@@ -141,17 +153,19 @@ impl WalReader {
                     expected,
                     found: seq,
                 },
-                RecordAt::End => match self.next_segment_after(cursor_first_seq) {
-                    Some(next_first) if next_first == expected && expected == self.next_seq => {
-                        self.cursor = Some(self.open_segment(self.next_seq)?);
-                        continue;
+                RecordAt::End | RecordAt::Zeros => {
+                    match self.next_segment_after(cursor_first_seq) {
+                        Some(next_first) if next_first == expected && expected == self.next_seq => {
+                            self.cursor = Some(self.open_segment(self.next_seq)?);
+                            continue;
+                        }
+                        Some(next_first) => DamageKind::SegmentSeqGap {
+                            expected,
+                            found: next_first,
+                        },
+                        None => DamageKind::RecordTruncated,
                     }
-                    Some(next_first) => DamageKind::SegmentSeqGap {
-                        expected,
-                        found: next_first,
-                    },
-                    None => DamageKind::RecordTruncated,
-                },
+                }
                 RecordAt::Damaged(kind) => kind,
             };
             let Some(cursor) = self.cursor.as_ref() else {

@@ -28,15 +28,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::WalConfig;
+use crate::config::{Preallocation, WalConfig};
 use crate::error::WalError;
 use crate::format::{
-    scan_segment, ByteSource, DamageKind, LogMeta, SEGMENT_FIRST_SEQ_OFFSET, SEGMENT_HEADER_SIZE,
+    nonzero_end, scan_segment, DamageKind, LogMeta, SEGMENT_FIRST_SEQ_OFFSET, SEGMENT_HEADER_SIZE,
 };
 use crate::log_meta::{new_log_id, read_log_meta, write_log_meta};
 use crate::segment::{create_segment, parse_segment_file_name, SegmentMeta};
 use crate::start::{check_end, check_start, finish_deletion};
 use crate::storage::{FileWindow, Storage, WriteFile};
+use crate::torn::{check_torn_reach, cut_torn_tail, save_torn_tail};
 
 /// Read chunk of scans and replays.
 pub(crate) const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -46,6 +47,8 @@ pub(crate) struct Recovered {
     pub segments: Vec<SegmentMeta>,
     pub active: Box<dyn WriteFile>,
     pub active_len_bytes: u64,
+    /// The active segment is zero-filled to its full size.
+    pub active_preallocated: bool,
     /// Last valid sequence number, `first_seq - 1` if the log is empty.
     pub last_seq: u64,
     /// The log's identity and start, as `LOG_META` holds them now.
@@ -54,13 +57,19 @@ pub(crate) struct Recovered {
 
 /// What one segment's check found.
 enum SegmentCheck {
+    /// Valid records up to `len_bytes`, then nothing or only zeros.
     Intact {
         last_seq: u64,
         len_bytes: u64,
+        file_len_bytes: u64,
     },
+    /// Valid records up to `valid_len_bytes`, then what a torn write left,
+    /// up to `torn_end_bytes` (its last non-zero byte), then zeros, if the
+    /// segment was preallocated, up to `file_len_bytes`.
     TornTail {
         last_seq: u64,
         valid_len_bytes: u64,
+        torn_end_bytes: u64,
         file_len_bytes: u64,
     },
     /// Newest segment without a complete header: a crash during rotation.
@@ -120,8 +129,8 @@ fn recover_segments(
     check_start(meta.start_seq, &found[0])?;
     let prev_last = check_older_segments(storage, config, older)?;
     let check = check_segment(storage, config, newest_path, *newest_seq, prev_last, true)?;
-    let (active, active_len_bytes, last_seq) =
-        open_newest(storage, config, *newest_seq, newest_path, check)?;
+    let newest = open_newest(storage, config, *newest_seq, newest_path, check)?;
+    let last_seq = newest.last_seq;
     check_end(meta.start_seq, last_seq, newest_path)?;
     let mut recovered = Recovered {
         segments: found
@@ -131,8 +140,9 @@ fn recover_segments(
                 path: path.clone(),
             })
             .collect(),
-        active,
-        active_len_bytes,
+        active: newest.file,
+        active_len_bytes: newest.len_bytes,
+        active_preallocated: newest.preallocated,
         last_seq,
         meta,
     };
@@ -153,7 +163,9 @@ fn recover_segments(
 /// metadata file is written, so a metadata file without segments is never
 /// what a crash leaves behind.
 fn start_empty_log(config: &WalConfig, storage: &dyn Storage) -> Result<Recovered, WalError> {
-    let (segment, active) = create_segment(storage, &config.dir, 1, config.sync_mode)?;
+    let preallocate_bytes = inline_preallocation(config);
+    let (segment, active) =
+        create_segment(storage, &config.dir, 1, config.sync_mode, preallocate_bytes)?;
     let meta = LogMeta {
         log_id: new_log_id(&config.dir)?,
         start_seq: 1,
@@ -163,6 +175,7 @@ fn start_empty_log(config: &WalConfig, storage: &dyn Storage) -> Result<Recovere
         segments: vec![segment],
         active,
         active_len_bytes: SEGMENT_HEADER_SIZE as u64,
+        active_preallocated: preallocate_bytes.is_some(),
         last_seq: 0,
         meta,
     })
@@ -187,43 +200,81 @@ fn check_older_segments(
     Ok(prev_last)
 }
 
-/// Applies the newest segment's check: opens it for appending after cutting
-/// off (and keeping) a torn tail, or rewrites a torn header. Returns the
-/// active file, its length and the last valid sequence number.
+/// The size to zero-fill a segment to when recovery creates one: with
+/// [`Preallocation::Inline`] only. With `Ahead` a plain segment is created
+/// at once (no zero-fill at open) and left as soon as the preparer has a
+/// zero-filled one ready.
+fn inline_preallocation(config: &WalConfig) -> Option<u64> {
+    (config.preallocation == Preallocation::Inline).then_some(config.segment_size_max_bytes)
+}
+
+/// The newest segment, open for the writer.
+struct Newest {
+    file: Box<dyn WriteFile>,
+    /// Where the next record goes.
+    len_bytes: u64,
+    preallocated: bool,
+    last_seq: u64,
+}
+
+/// Applies the newest segment's check: opens it for writing after cutting
+/// off (and keeping) a torn tail, or rewrites a torn header.
 fn open_newest(
     storage: &dyn Storage,
     config: &WalConfig,
     newest_seq: u64,
     newest_path: &Path,
     check: SegmentCheck,
-) -> Result<(Box<dyn WriteFile>, u64, u64), WalError> {
+) -> Result<Newest, WalError> {
+    let preallocated = |file_len_bytes: u64| file_len_bytes >= config.segment_size_max_bytes;
     match check {
         SegmentCheck::Intact {
             last_seq,
             len_bytes,
-        } => {
-            let active = open_active(storage, newest_path)?;
-            Ok((active, len_bytes, last_seq))
-        }
+            file_len_bytes,
+        } => Ok(Newest {
+            file: open_active(storage, newest_path)?,
+            len_bytes,
+            preallocated: preallocated(file_len_bytes),
+            last_seq,
+        }),
         SegmentCheck::TornTail {
             last_seq,
             valid_len_bytes,
+            torn_end_bytes,
             file_len_bytes,
         } => {
-            save_torn_tail(storage, newest_path, valid_len_bytes, file_len_bytes)?;
-            let mut active = open_active(storage, newest_path)?;
-            active
-                .set_len(valid_len_bytes)
-                .map_err(|e| WalError::io("truncate", newest_path, e))?;
-            Ok((active, valid_len_bytes, last_seq))
+            save_torn_tail(storage, newest_path, valid_len_bytes, torn_end_bytes)?;
+            let mut file = open_active(storage, newest_path)?;
+            cut_torn_tail(
+                &mut *file,
+                newest_path,
+                valid_len_bytes,
+                torn_end_bytes,
+                file_len_bytes,
+            )?;
+            Ok(Newest {
+                file,
+                len_bytes: valid_len_bytes,
+                preallocated: preallocated(file_len_bytes),
+                last_seq,
+            })
         }
         SegmentCheck::HeaderTorn => {
-            let (_, active) = create_segment(storage, &config.dir, newest_seq, config.sync_mode)?;
-            Ok((
-                active,
-                SEGMENT_HEADER_SIZE as u64,
-                newest_seq.wrapping_sub(1),
-            ))
+            let preallocate_bytes = inline_preallocation(config);
+            let (_, file) = create_segment(
+                storage,
+                &config.dir,
+                newest_seq,
+                config.sync_mode,
+                preallocate_bytes,
+            )?;
+            Ok(Newest {
+                file,
+                len_bytes: SEGMENT_HEADER_SIZE as u64,
+                preallocated: preallocate_bytes.is_some(),
+                last_seq: newest_seq.wrapping_sub(1),
+            })
         }
     }
 }
@@ -244,8 +295,8 @@ fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)
 /// Opens the newest segment for appending after its valid prefix.
 fn open_active(storage: &dyn Storage, path: &Path) -> Result<Box<dyn WriteFile>, WalError> {
     storage
-        .open_append(path)
-        .map_err(|e| WalError::io("open for append", path, e))
+        .open_write(path)
+        .map_err(|e| WalError::io("open for writing", path, e))
 }
 
 /// Checks one segment: its name continues the log after `prev_last`, its
@@ -312,53 +363,21 @@ fn check_segment(
         None => Ok(SegmentCheck::Intact {
             last_seq: scan.last_seq,
             len_bytes: scan.valid_len_bytes,
-        }),
-        Some(damage) if newest && damage.is_torn_tail() => Ok(SegmentCheck::TornTail {
-            last_seq: scan.last_seq,
-            valid_len_bytes: scan.valid_len_bytes,
             file_len_bytes,
         }),
+        Some(damage) if newest && damage.is_torn_tail() => {
+            let torn_end_bytes = nonzero_end(&mut window, scan.valid_len_bytes, file_len_bytes)
+                .map_err(|e| WalError::io("read", path, e))?
+                .max(scan.valid_len_bytes);
+            check_torn_reach(config, scan.valid_len_bytes, torn_end_bytes, damage)
+                .map_err(|damage| corrupt(damage.offset, damage.kind))?;
+            Ok(SegmentCheck::TornTail {
+                last_seq: scan.last_seq,
+                valid_len_bytes: scan.valid_len_bytes,
+                torn_end_bytes,
+                file_len_bytes,
+            })
+        }
         Some(damage) => Err(corrupt(damage.offset, damage.kind)),
     }
-}
-
-/// Copies the torn tail to `<segment>.torn-<offset>` and makes the copy
-/// durable before the caller cuts it off, so that no byte is ever lost
-/// without a trace.
-fn save_torn_tail(
-    storage: &dyn Storage,
-    path: &Path,
-    valid_len_bytes: u64,
-    file_len_bytes: u64,
-) -> Result<(), WalError> {
-    let mut side_name = path.file_name().unwrap_or_default().to_os_string();
-    side_name.push(format!(".torn-{valid_len_bytes:020}"));
-    let side = path.with_file_name(side_name);
-    let file = storage
-        .open_read(path)
-        .map_err(|e| WalError::io("open", path, e))?;
-    let mut window = FileWindow::new(file, READ_CHUNK_BYTES);
-    let mut out = storage
-        .create(&side)
-        .map_err(|e| WalError::io("create", &side, e))?;
-    let mut offset = valid_len_bytes;
-    // Bounded by the file length: every iteration copies at least one byte.
-    while offset < file_len_bytes {
-        let want = (file_len_bytes - offset).min(READ_CHUNK_BYTES as u64) as usize;
-        let chunk = window
-            .bytes_at(offset, want)
-            .map_err(|e| WalError::io("read", path, e))?;
-        if chunk.is_empty() {
-            break;
-        }
-        out.write_all(chunk)
-            .map_err(|e| WalError::io("write", &side, e))?;
-        offset += chunk.len() as u64;
-    }
-    out.sync_data()
-        .map_err(|e| WalError::io("fdatasync", &side, e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    storage
-        .sync_dir(dir)
-        .map_err(|e| WalError::io("fsync dir", dir, e))
 }

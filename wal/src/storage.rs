@@ -13,7 +13,7 @@
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -25,10 +25,10 @@ pub trait Storage: Send + Sync + Debug {
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Opens an existing file for positional reads.
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
-    /// Creates `path`, or truncates it if it exists, for appending writes.
+    /// Creates `path`, or truncates it if it exists, for positional writes.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
-    /// Opens an existing file for appending writes at its end.
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
+    /// Opens an existing file for positional writes.
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
     /// Removes a file's directory entry.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` durable.
@@ -76,14 +76,17 @@ pub trait ReadFile: Send {
     fn drop_cached_pages(&self) -> io::Result<()>;
 }
 
-/// A file open for writes that always go to its end.
+/// A file open for positional writes. A segment is written in place: it may
+/// have been created at its full size (zero-filled), so writes do not go to
+/// the file's end but to where the previous record ended.
 pub trait WriteFile: Send {
-    /// Appends all of `bytes`.
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Writes all of `bytes` at `offset_bytes`, extending the file if it
+    /// ends before.
+    fn write_all_at(&mut self, offset_bytes: u64, bytes: &[u8]) -> io::Result<()>;
     /// Makes the data written so far, and the file length, durable
     /// (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
-    /// Truncates (or extends) the file; later writes go to the new end.
+    /// Truncates (or extends with zeros) the file.
     fn set_len(&mut self, len_bytes: u64) -> io::Result<()>;
 }
 
@@ -132,14 +135,12 @@ impl Storage for FsStorage {
             .create(true)
             .truncate(true)
             .open(path)?;
-        // Reopen in append mode so that writes after `set_len` go to the end.
-        drop(file);
-        self.open_append(path)
+        Ok(Box::new(FsWriteFile(file)))
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
         Ok(Box::new(FsWriteFile(
-            OpenOptions::new().append(true).open(path)?,
+            OpenOptions::new().write(true).open(path)?,
         )))
     }
 
@@ -182,8 +183,9 @@ impl ReadFile for FsReadFile {
 struct FsWriteFile(File);
 
 impl WriteFile for FsWriteFile {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes)
+    fn write_all_at(&mut self, offset_bytes: u64, bytes: &[u8]) -> io::Result<()> {
+        // `FileExt::write_all_at` retries short writes and EINTR.
+        self.0.write_all_at(bytes, offset_bytes)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -221,6 +223,12 @@ impl FileWindow {
 
     pub(crate) fn len_bytes(&self) -> io::Result<u64> {
         self.file.len_bytes()
+    }
+
+    /// Forgets the buffered bytes: the next request reads the file again
+    /// (it may have been written since, in place).
+    pub(crate) fn invalidate(&mut self) {
+        self.filled = 0;
     }
 
     fn refill(&mut self, offset: u64, len: usize) -> io::Result<()> {

@@ -12,10 +12,11 @@ use std::thread::{self, JoinHandle};
 use parking_lot::Mutex;
 
 use crate::commit_queue::CommitQueue;
-use crate::config::WalConfig;
+use crate::config::{Preallocation, WalConfig};
 use crate::error::WalError;
 use crate::format::LogMeta;
 use crate::log_meta::write_log_meta;
+use crate::preparer::{PrepareJob, Preparer, PreparerThread};
 use crate::reader::WalReader;
 use crate::recovery::recover;
 use crate::storage::{DirLock, FsStorage, Storage};
@@ -26,6 +27,8 @@ pub struct Wal {
     shared: Arc<CommitQueue>,
     storage: Arc<dyn Storage>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// With `Preallocation::Ahead`: the thread zero-filling the next segment.
+    preparer: Mutex<Option<PreparerThread>>,
     /// What `LOG_META` holds; locked for the whole of a deletion, so that
     /// two deletions never write the file at once.
     meta: Mutex<LogMeta>,
@@ -57,6 +60,7 @@ impl Wal {
         };
         let dir = config.dir.clone();
         let meta = recovered.meta;
+        let preparer = start_preparer(&config, &storage)?;
         let shared = CommitQueue::new(
             config,
             recovered.last_seq,
@@ -69,15 +73,27 @@ impl Wal {
             active: recovered.active,
             active_path,
             active_len_bytes: recovered.active_len_bytes,
+            active_preallocated: recovered.active_preallocated,
+            preparer: preparer.as_ref().map(|(p, _)| Arc::clone(p)),
         };
-        let handle = thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("wal-writer".to_string())
-            .spawn(move || writer.run())
-            .map_err(|e| WalError::io("spawn writer thread for", dir, e))?;
+            .spawn(move || writer.run());
+        let handle = match spawned {
+            Ok(handle) => handle,
+            Err(error) => {
+                // No writer: stop the preparer too, rather than leave it.
+                if let Some((preparer, _)) = &preparer {
+                    preparer.close();
+                }
+                return Err(WalError::io("spawn writer thread for", dir, error));
+            }
+        };
         Ok(Wal {
             shared,
             storage,
             writer: Mutex::new(Some(handle)),
+            preparer: Mutex::new(preparer),
             meta: Mutex::new(meta),
             _dir_lock: dir_lock,
         })
@@ -215,6 +231,11 @@ impl Wal {
             // The writer catches its own panics; a join error cannot carry news.
             let _ = handle.join();
         }
+        // After the writer: it may be waiting for the file being prepared.
+        if let Some((preparer, handle)) = self.preparer.lock().take() {
+            preparer.close();
+            let _ = handle.join();
+        }
     }
 }
 
@@ -236,6 +257,24 @@ impl std::fmt::Debug for Wal {
             .field("failure", &self.failure())
             .finish()
     }
+}
+
+/// Starts the thread that zero-fills the next segment, with
+/// `Preallocation::Ahead`.
+fn start_preparer(
+    config: &WalConfig,
+    storage: &Arc<dyn Storage>,
+) -> Result<Option<PreparerThread>, WalError> {
+    if config.preallocation != Preallocation::Ahead {
+        return Ok(None);
+    }
+    let job = PrepareJob {
+        storage: Arc::clone(storage),
+        dir: config.dir.clone(),
+        len_bytes: config.segment_size_max_bytes,
+        sync_mode: config.sync_mode,
+    };
+    Preparer::start(job).map(Some)
 }
 
 /// Creates the log directory and locks it, or says which directory is in

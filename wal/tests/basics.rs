@@ -399,3 +399,41 @@ fn many_async_waiters_each_wake_when_their_record_is_durable_and_cancelled_waits
         assert_eq!(seqs, (2..=301).collect::<Vec<u64>>());
     });
 }
+
+#[test]
+fn a_new_log_moves_to_segments_zero_filled_ahead_and_replays_across_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(dir.path());
+    config.preallocation = flashsale_wal::Preallocation::Ahead;
+    let segment_size_max_bytes = config.segment_size_max_bytes;
+    let wal = Wal::open(config.clone()).unwrap();
+    let prepared = dir.path().join(flashsale_wal::PREPARED_SEGMENT_FILE_NAME);
+    // The preparer zero-fills the next segment in the background; the
+    // plain first segment is left once that is ready.
+    let payloads: Vec<Vec<u8>> = (0..60).map(|i| payload(i, 40)).collect();
+    for chunk in payloads.chunks(6) {
+        append_all(&wal, chunk);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(replay(&wal, 1).len(), payloads.len());
+    drop(wal);
+    let mut sizes: Vec<(String, u64)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().unwrap();
+            flashsale_wal::parse_segment_file_name(&name)?;
+            Some((name, e.metadata().unwrap().len()))
+        })
+        .collect();
+    sizes.sort();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    for (name, len_bytes) in &sizes[1..] {
+        assert_eq!(*len_bytes, segment_size_max_bytes, "{name} is preallocated");
+    }
+    assert!(prepared.exists(), "the next segment waits, zero-filled");
+    let wal = Wal::open(config).unwrap();
+    let records = replay(&wal, 1);
+    let replayed: Vec<Vec<u8>> = records.into_iter().map(|r| r.payload).collect();
+    assert_eq!(replayed, payloads);
+}

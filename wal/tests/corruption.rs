@@ -103,13 +103,22 @@ fn flipped_byte_anywhere_in_an_older_segment_is_an_error() {
     for older in &paths[..paths.len() - 1] {
         let bytes = fs::read(older).unwrap();
         let decoded = decode_segment(&bytes, 200).unwrap();
-        for at in 0..bytes.len() {
+        // Every byte of the records, and the first zeros after them.
+        let flip_end = bytes.len().min(decoded.valid_len_bytes as usize + 64);
+        for at in 0..flip_end {
+            // A flip in the zero-filled rest of a preallocated segment is
+            // damage where the next record would start.
             let offset = decoded
                 .records
                 .iter()
                 .rev()
                 .find(|r| r.offset as usize <= at)
-                .map_or(0, |r| r.offset);
+                .map_or(0, |r| r.offset)
+                .max(if at as u64 >= decoded.valid_len_bytes {
+                    decoded.valid_len_bytes
+                } else {
+                    0
+                });
             with_modified(
                 older,
                 |b| b[at] ^= 0x01,
@@ -136,7 +145,8 @@ fn truncated_older_segment_is_an_error_not_a_torn_tail() {
     let last = decoded.records.last().unwrap().offset;
     with_modified(
         older,
-        |b| b.truncate(b.len() - 3),
+        // Cut inside its last record (the zeros after it do not matter).
+        |b| b.truncate(decoded.valid_len_bytes as usize - 3),
         || {
             let kind = assert_open_fails_at(dir.path(), older, last, "truncated older segment");
             assert_eq!(kind, DamageKind::RecordTruncated);

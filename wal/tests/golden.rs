@@ -6,9 +6,12 @@ use std::fs;
 use std::path::PathBuf;
 
 use flashsale_wal::format::*;
-use flashsale_wal::{decode_segment, segment_file_name, Wal, WalConfig};
+use flashsale_wal::{decode_segment, segment_file_name, Preallocation, Wal, WalConfig};
 
 const GOLDEN: &str = "tests/golden/segment-v1.wal";
+/// The same records in a preallocated segment of `PREALLOCATED_SEGMENT_BYTES`.
+const GOLDEN_PREALLOCATED: &str = "tests/golden/segment-v1-preallocated.wal";
+const PREALLOCATED_SEGMENT_BYTES: u64 = 512;
 
 fn golden_records() -> Vec<Vec<u8>> {
     vec![
@@ -31,11 +34,35 @@ fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(GOLDEN)
 }
 
+fn golden_preallocated_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(GOLDEN_PREALLOCATED)
+}
+
+fn encoded_golden_preallocated() -> Vec<u8> {
+    let mut bytes = encoded_golden();
+    bytes.resize(PREALLOCATED_SEGMENT_BYTES as usize, 0);
+    bytes
+}
+
+/// Writes `records` one by one, each durable before the next, and returns
+/// the bytes of segment 1.
+fn write_log(config: WalConfig) -> Vec<u8> {
+    let dir = config.dir.clone();
+    let wal = Wal::open(config).unwrap();
+    for payload in golden_records() {
+        let seq = wal.append(&payload).unwrap();
+        wal.wait_durable(seq).unwrap();
+    }
+    drop(wal);
+    fs::read(dir.join(segment_file_name(1))).unwrap()
+}
+
 /// Writes the golden file; run once with `WAL_GOLDEN_WRITE=1` and commit.
 #[test]
 fn write_golden_file_when_asked() {
     if std::env::var_os("WAL_GOLDEN_WRITE").is_some() {
         fs::write(golden_path(), encoded_golden()).unwrap();
+        fs::write(golden_preallocated_path(), encoded_golden_preallocated()).unwrap();
     }
 }
 
@@ -61,14 +88,29 @@ fn encoding_the_golden_records_reproduces_the_golden_bytes() {
 #[test]
 fn the_log_writes_exactly_the_golden_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let wal = Wal::open(WalConfig::new(dir.path())).unwrap();
-    for payload in golden_records() {
-        let seq = wal.append(&payload).unwrap();
-        wal.wait_durable(seq).unwrap();
-    }
-    drop(wal);
-    let written = fs::read(dir.path().join(segment_file_name(1))).unwrap();
-    assert_eq!(written, fs::read(golden_path()).unwrap());
+    let mut config = WalConfig::new(dir.path());
+    config.preallocation = Preallocation::Off;
+    assert_eq!(write_log(config), fs::read(golden_path()).unwrap());
+}
+
+#[test]
+fn a_preallocated_segment_is_the_golden_bytes_then_zeros_to_its_full_size() {
+    let preallocated = fs::read(golden_preallocated_path()).expect("golden file is committed");
+    assert_eq!(preallocated, encoded_golden_preallocated());
+    let decoded = decode_segment(&preallocated, 1024).unwrap();
+    assert_eq!(
+        decoded.damage, None,
+        "zeros after the last record are its end"
+    );
+    assert_eq!(decoded.records.len(), golden_records().len());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = WalConfig::new(dir.path());
+    config.preallocation = Preallocation::Inline;
+    config.record_size_max_bytes = 64;
+    config.batch_bytes_max = 256;
+    config.queue_bytes_max = 256;
+    config.segment_size_max_bytes = PREALLOCATED_SEGMENT_BYTES;
+    assert_eq!(write_log(config), preallocated);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 
-use flashsale_wal::{Storage, SyncMode, Wal, WalConfig};
+use flashsale_wal::{Preallocation, Storage, SyncMode, Wal, WalConfig};
 use parking_lot::Mutex;
 use support::sim::SimStorage;
 use support::Rng;
@@ -36,6 +36,9 @@ fn tiny_config() -> WalConfig {
     config.queue_bytes_max = 256;
     config.segment_size_max_bytes = 32 + 128 + 64;
     config.sync_mode = SyncMode::Fdatasync;
+    // Zero-filled segments, prepared on the writer thread so that a case's
+    // operations (and its crash point) depend on its seed only.
+    config.preallocation = Preallocation::Inline;
     config
 }
 

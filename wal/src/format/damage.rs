@@ -32,8 +32,17 @@ pub enum DamageKind {
     RecordTooLarge { len_bytes: u32, max_bytes: u32 },
     /// The record checksum does not match.
     RecordChecksumMismatch,
+    /// Zeros where a record header should be, but non-zero bytes after
+    /// them: not the clean end of a preallocated segment.
+    ZeroedRecordHeader { nonzero_offset: u64 },
     /// A well-formed record carries the wrong sequence number.
     UnexpectedSeq { expected: u64, found: u64 },
+    /// Damage whose non-zero bytes reach further than one batch past the
+    /// last whole record: more than an interrupted append can write.
+    BeyondOneBatch {
+        damage: Box<DamageKind>,
+        end_offset: u64,
+    },
     /// Damage that is followed by a valid record, so it is not a torn write.
     FollowedByValidRecord {
         damage: Box<DamageKind>,
@@ -50,6 +59,7 @@ impl DamageKind {
             DamageKind::RecordTruncated
                 | DamageKind::RecordTooLarge { .. }
                 | DamageKind::RecordChecksumMismatch
+                | DamageKind::ZeroedRecordHeader { .. }
         )
     }
 }
@@ -80,9 +90,17 @@ impl fmt::Display for DamageKind {
                 "record length {len_bytes} exceeds record_size_max_bytes {max_bytes}"
             ),
             DamageKind::RecordChecksumMismatch => write!(f, "record checksum mismatch"),
+            DamageKind::ZeroedRecordHeader { nonzero_offset } => write!(
+                f,
+                "record header of zeros, but non-zero bytes at byte offset {nonzero_offset}"
+            ),
             DamageKind::UnexpectedSeq { expected, found } => write!(
                 f,
                 "sequence gap: expected sequence number {expected}, found {found}"
+            ),
+            DamageKind::BeyondOneBatch { damage, end_offset } => write!(
+                f,
+                "{damage}, with non-zero bytes up to byte offset {end_offset}, further than one batch after the last whole record (not a torn write)"
             ),
             DamageKind::FollowedByValidRecord { damage, valid_record_offset } => write!(
                 f,

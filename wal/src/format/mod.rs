@@ -39,7 +39,7 @@ pub use log_meta::{
 };
 pub use record::encode_record;
 pub(crate) use record::{read_record_at, ByteSource, RecordAt};
-pub(crate) use scan::scan_segment;
+pub(crate) use scan::{nonzero_end, scan_segment};
 pub use segment_header::{decode_segment_header, encode_segment_header, SegmentHeader};
 
 /// First bytes of every segment file.

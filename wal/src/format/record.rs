@@ -100,6 +100,12 @@ pub(crate) enum RecordAt<'a> {
     },
     /// No byte at all at this offset: the clean end of the segment.
     End,
+    /// Only zeros where the record header should be (up to 16 bytes, fewer
+    /// at the end of the file): no record was written here. The end of the
+    /// log in a preallocated segment, if only zeros follow (the scanner
+    /// checks); a record header is never all zeros (sequence numbers start
+    /// at 1).
+    Zeros,
     Damaged(DamageKind),
 }
 
@@ -109,9 +115,12 @@ pub(crate) fn read_record_at<S: ByteSource>(
     offset: u64,
     record_size_max_bytes: u32,
 ) -> io::Result<RecordAt<'_>> {
-    let head_len = src.bytes_at(offset, RECORD_HEADER_SIZE)?.len();
-    if head_len == 0 {
+    let head = src.bytes_at(offset, RECORD_HEADER_SIZE)?;
+    if head.is_empty() {
         return Ok(RecordAt::End);
+    }
+    if head.iter().all(|&byte| byte == 0) {
+        return Ok(RecordAt::Zeros);
     }
     let total_bytes = match parse_record(
         src.bytes_at(offset, RECORD_HEADER_SIZE)?,

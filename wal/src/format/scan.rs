@@ -25,6 +25,9 @@ pub(crate) struct SegmentScan {
     pub damage: Option<SegmentDamage>,
 }
 
+/// Bytes read at a time when looking for non-zero bytes.
+const ZERO_PROBE_BYTES: usize = 64 * 1024;
+
 /// Scans a whole segment: header, then records with contiguous sequence
 /// numbers until the end or the first damage. `on_record` sees every valid
 /// record. Header damage is returned as `Err`; record damage in `damage`,
@@ -53,6 +56,11 @@ pub(crate) fn scan_segment<S: ByteSource>(
         let expected = scan.last_seq.wrapping_add(1);
         let kind = match read_record_at(src, offset, record_size_max_bytes)? {
             RecordAt::End => break,
+            RecordAt::Zeros => match first_nonzero(src, offset, file_len_bytes)? {
+                // Zeros to the end: the clean end of a preallocated segment.
+                None => break,
+                Some(nonzero_offset) => DamageKind::ZeroedRecordHeader { nonzero_offset },
+            },
             RecordAt::Valid {
                 seq,
                 payload,
@@ -108,6 +116,14 @@ fn find_valid_record_after<S: ByteSource>(
         if header.len() < RECORD_HEADER_SIZE {
             break;
         }
+        if header.iter().all(|&byte| byte == 0) {
+            // A preallocated segment is mostly zeros: skip every candidate
+            // whose header lies wholly in them (none can be a record).
+            let probe = src.bytes_at(offset, ZERO_PROBE_BYTES)?;
+            let zeros = probe.iter().take_while(|&&byte| byte == 0).count();
+            offset += (zeros + 1).saturating_sub(RECORD_HEADER_SIZE).max(1) as u64;
+            continue;
+        }
         let seq = read_u64(header, RECORD_SEQ_OFFSET);
         let seq_max = expected_seq.saturating_add((file_len_bytes - offset) / header_len + 1);
         if seq >= expected_seq && seq <= seq_max {
@@ -118,4 +134,47 @@ fn find_valid_record_after<S: ByteSource>(
         offset += 1;
     }
     Ok(None)
+}
+
+/// The offset of the first non-zero byte at or after `offset`, if any.
+pub(crate) fn first_nonzero<S: ByteSource>(
+    src: &mut S,
+    mut offset: u64,
+    file_len_bytes: u64,
+) -> io::Result<Option<u64>> {
+    // Bounded by the file length: every iteration advances or stops.
+    while offset < file_len_bytes {
+        let chunk = src.bytes_at(offset, ZERO_PROBE_BYTES)?;
+        if chunk.is_empty() {
+            break;
+        }
+        if let Some(at) = chunk.iter().position(|&byte| byte != 0) {
+            return Ok(Some(offset + at as u64));
+        }
+        offset += chunk.len() as u64;
+    }
+    Ok(None)
+}
+
+/// The offset just past the last non-zero byte at or after `offset` (the
+/// end of what a torn write left), `offset` if there is none.
+pub(crate) fn nonzero_end<S: ByteSource>(
+    src: &mut S,
+    offset: u64,
+    file_len_bytes: u64,
+) -> io::Result<u64> {
+    let mut end = offset;
+    let mut at = offset;
+    // Bounded by the file length: every iteration advances or stops.
+    while at < file_len_bytes {
+        let chunk = src.bytes_at(at, ZERO_PROBE_BYTES)?;
+        if chunk.is_empty() {
+            break;
+        }
+        if let Some(last) = chunk.iter().rposition(|&byte| byte != 0) {
+            end = at + last as u64 + 1;
+        }
+        at += chunk.len() as u64;
+    }
+    Ok(end)
 }

@@ -7,9 +7,11 @@ pub mod sim;
 
 use std::path::Path;
 
-use flashsale_wal::{Record, SyncMode, Wal, WalConfig};
+use flashsale_wal::{Preallocation, Record, SyncMode, Wal, WalConfig};
 
-/// A config with tiny limits so that tests rotate segments often.
+/// A config with tiny limits so that tests rotate segments often. Segments
+/// are preallocated (zero-filled at full size) on the writer thread, so
+/// that where segments start does not depend on a background thread.
 pub fn small_config(dir: &Path) -> WalConfig {
     let mut config = WalConfig::new(dir);
     config.record_size_max_bytes = 200;
@@ -17,6 +19,7 @@ pub fn small_config(dir: &Path) -> WalConfig {
     config.queue_bytes_max = 2048;
     config.segment_size_max_bytes = 1024;
     config.sync_mode = SyncMode::Fdatasync;
+    config.preallocation = Preallocation::Inline;
     config
 }
 

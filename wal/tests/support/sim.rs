@@ -4,8 +4,10 @@
 //! durable copy; directory entries become durable only at `sync_dir`. At a
 //! crash point every later operation fails, and `crash_image` builds the
 //! file system a reboot would find: durable state plus, for unsynced state,
-//! a random choice of what reached the disk (a prefix of unsynced appends,
-//! possibly with a garbled last sector; unsynced entries kept or lost).
+//! a random choice of what reached the disk (a prefix of the unsynced
+//! bytes, possibly with a garbled last sector, over what the disk held
+//! there: zeros of a preallocated file stay zeros past the prefix; unsynced
+//! entries kept or lost).
 //! Removed-but-open files keep working, as with POSIX inodes; a rename is
 //! atomic and, like any entry change, durable only at `sync_dir`.
 //!
@@ -233,7 +235,7 @@ impl Storage for SimStorage {
         }))
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
         let state = self.state.lock();
         if state.dead {
             return Err(dead_error());
@@ -325,7 +327,7 @@ impl ReadFile for SimFile {
 }
 
 impl WriteFile for SimFile {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_all_at(&mut self, offset_bytes: u64, bytes: &[u8]) -> io::Result<()> {
         let fate = self.storage.begin_op()?;
         {
             let mut state = self.storage.state.lock();
@@ -337,10 +339,10 @@ impl WriteFile for SimFile {
         let mut inode = self.inode.lock();
         if let OpFate::Crash(seed) = fate {
             let keep = Rng::new(seed).below(bytes.len() as u64 + 1) as usize;
-            inode.data.extend_from_slice(&bytes[..keep]);
+            inode.write_at(offset_bytes as usize, &bytes[..keep]);
             return Err(dead_error());
         }
-        inode.data.extend_from_slice(bytes);
+        inode.write_at(offset_bytes as usize, bytes);
         Ok(())
     }
 

@@ -48,6 +48,16 @@ impl Inode {
         self.durable = self.disk_view();
     }
 
+    /// A write in place, extending the file (with zeros up to `offset`) if
+    /// it ends before.
+    pub(super) fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        let end = offset + bytes.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[offset..end].copy_from_slice(bytes);
+    }
+
     /// Truncation (or extension) in the cache; dropped pages past the new
     /// end are gone with it.
     pub(super) fn resize(&mut self, len: usize) {
@@ -64,7 +74,10 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// What a file holds after a power loss: its durable bytes, or a prefix of
-/// what was written since, the unsynced part of which may end in garbage.
+/// what was written since, the unsynced part of which may end in garbage,
+/// followed by what the disk holds past that prefix (the zeros of a
+/// preallocated file, written in place, survive past the prefix; a length
+/// that was never synced does not).
 pub(super) fn crashed_contents(inode: &Inode, rng: &mut Rng, process_kill_only: bool) -> Vec<u8> {
     if process_kill_only {
         return inode.data.clone();
@@ -88,6 +101,10 @@ pub(super) fn crashed_contents(inode: &Inode, rng: &mut Rng, process_kill_only: 
         for byte in &mut data[keep - garbled..] {
             *byte = rng.next_u64() as u8;
         }
+    }
+    let disk_end = inode.durable.len().min(inode.data.len());
+    if disk_end > keep {
+        data.extend_from_slice(&inode.durable[keep..disk_end]);
     }
     data
 }
