@@ -1,5 +1,5 @@
 //! The flashsale HTTP API as the load generator sees it: request paths and the
-//! few answer fields it reads (see `../shared/SPEC.md`). Only the fields that
+//! few answer fields it reads (see `docs/api.md`). Only the fields that
 //! are needed are decoded, borrowing from the response buffer where possible,
 //! because decoding is on the hot path of every request.
 

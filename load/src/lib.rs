@@ -9,7 +9,7 @@
 //!
 //! - [`target`]: the `--target` URL, refused unless it is a loopback address.
 //! - [`http`]: one keep-alive HTTP/1.1 connection, hand-written and allocation-free per request.
-//! - [`api`]: the routes and JSON shapes of `../shared/SPEC.md`, typed.
+//! - [`api`]: the routes and JSON shapes of the contract (`docs/api.md`), typed.
 //! - [`scenario`]: the named scenarios and the user mix.
 //! - [`schedule`]: the fixed-rate open-loop pacer (coordinated-omission correction).
 //! - [`stats`]: per-endpoint latency histograms and status / error-code counts.
