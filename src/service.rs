@@ -20,6 +20,7 @@ use crate::engine::{
 use crate::journal::WalJournal;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::snapshot::{SnapshotHealth, SnapshotStatus};
 
 /// Why a write was not carried out: the client may retry later.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,8 @@ pub struct Health {
     pub unavailable: Option<ServiceError>,
     pub log: LogHealth,
     pub active_sale: SaleView,
+    /// The newest snapshot (`None`: the service was built without one).
+    pub snapshot: Option<SnapshotHealth>,
 }
 
 pub struct Service {
@@ -66,6 +69,7 @@ pub struct Service {
     shutdown: Shutdown,
     writes_in_flight: AtomicUsize,
     writes_in_flight_max: usize,
+    snapshots: Option<Arc<SnapshotStatus>>,
 }
 
 /// Holds one of the `writes_in_flight_max` places until dropped.
@@ -101,7 +105,14 @@ impl Service {
             shutdown,
             writes_in_flight: AtomicUsize::new(0),
             writes_in_flight_max,
+            snapshots: None,
         }
+    }
+
+    /// `/health` also reports the snapshots' `status`.
+    pub fn with_snapshots(mut self, status: Arc<SnapshotStatus>) -> Service {
+        self.snapshots = Some(status);
+        self
     }
 
     pub async fn checkout(&self, user: &UserId, item: ItemId) -> Answer<CartView> {
@@ -219,6 +230,10 @@ impl Service {
                 last_seq: self.journal.last_seq(),
             },
             active_sale: self.engine.active_sale(),
+            snapshot: self
+                .snapshots
+                .as_ref()
+                .map(|status| status.health(chrono::Utc::now().timestamp_millis())),
         }
     }
 }

@@ -45,6 +45,7 @@ mod claim_wait;
 mod codes;
 mod config;
 mod durable_sold;
+mod image;
 mod inventory;
 mod outcome;
 mod overflow;
@@ -83,6 +84,7 @@ pub use config::{
     PAST_SALES_RETAINED_HOURS_MIN, USERS_PER_SALE_MAX_DEFAULT, USERS_PER_SALE_MAX_LARGEST,
     USER_LIMIT_DEFAULT, USER_LIMIT_MAX,
 };
+pub use image::{CartImage, EngineImage, PurchaseImage, SaleImage, UserImage};
 pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};
 pub use record::{
