@@ -23,6 +23,9 @@ pub mod status;
 pub mod store;
 pub mod taker;
 
+#[cfg(test)]
+mod model_tests;
+
 pub use format::{SnapshotBody, SnapshotDamage};
 pub use runner::SnapshotThread;
 pub use start::{start, StartError, Started, UsedSnapshot};
