@@ -274,9 +274,8 @@ mod tests {
 
     #[test]
     fn a_log_segment_under_one_mebibyte_is_refused() {
-        let parse = |bytes: &str| {
-            Cli::try_parse_from(["flashsale", "serve", "--log-segment-bytes", bytes])
-        };
+        let parse =
+            |bytes: &str| Cli::try_parse_from(["flashsale", "serve", "--log-segment-bytes", bytes]);
         assert!(parse("1048575").is_err());
         assert!(parse("1048576").is_ok());
         let zero = ["flashsale", "serve", "--snapshot-interval-records", "0"];

@@ -23,9 +23,7 @@ use crate::metrics::Metrics;
 use crate::recovery::RecoveryError;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
-use crate::snapshot::{
-    SnapshotMetrics, SnapshotStatus, SnapshotThread, Snapshotter, StartError,
-};
+use crate::snapshot::{SnapshotMetrics, SnapshotStatus, SnapshotThread, Snapshotter, StartError};
 
 /// Why the server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -203,50 +201,32 @@ impl Application {
     ) -> Result<Application, ServerError> {
         let metrics = Arc::new(Metrics::new().map_err(ServerError::Metrics)?);
         let identity = crate::identity::start(&args.auth)?;
-        let Recovered {
-            wal,
-            journal,
-            engine,
-            config,
-            clock,
-            status,
-        } = recover_engine(&args, Arc::clone(&storage), &metrics)?;
+        let recovered = recover_engine(&args, Arc::clone(&storage), &metrics)?;
+        let journal = Arc::clone(&recovered.journal);
         let shutdown = Shutdown::new();
         let service = Arc::new(
             Service::new(
-                engine,
+                Arc::clone(&recovered.engine),
                 journal.clone(),
                 metrics.clone(),
                 shutdown.clone(),
                 args.write_requests_in_flight_max as usize,
             )
-            .with_snapshots(Arc::clone(&status)),
+            .with_snapshots(Arc::clone(&recovered.status)),
         );
         let exporter = match &args.database_url {
             Some(url) => Some(crate::export::start_in_server(
                 url,
                 &args,
-                Arc::clone(&wal),
+                Arc::clone(&recovered.wal),
                 &metrics.registry,
                 shutdown.clone(),
             )?),
             None => None,
         };
         let export_status = exporter.as_ref().map(RunningExporter::status_fn);
-        let snapshotter = Arc::new(Snapshotter {
-            wal,
-            journal: journal.clone(),
-            storage,
-            dir: crate::snapshot::dir_in(&args.store.data_dir),
-            engine_config: config,
-            clock,
-            status,
-            metrics: SnapshotMetrics::register(&metrics.registry).map_err(ServerError::Metrics)?,
-            exported: exporter.as_ref().map(RunningExporter::status),
-        });
-        let snapshot_thread =
-            SnapshotThread::spawn(Arc::clone(&snapshotter), args.snapshot_interval_records)
-                .map_err(ServerError::SnapshotThread)?;
+        let (snapshotter, snapshot_thread) =
+            start_snapshots(&recovered, storage, &args, &metrics, exporter.as_ref())?;
         let limits = Arc::new(Limits::new(&LimitSettings::from_args(&args.limits)));
         Limits::spawn_cleaner(&limits);
         let state = Arc::new(
@@ -330,6 +310,30 @@ impl Application {
         );
         Ok(())
     }
+}
+
+/// The snapshot thread, on the recovered log and engine settings.
+fn start_snapshots(
+    recovered: &Recovered,
+    storage: Arc<dyn Storage>,
+    args: &ServeArgs,
+    metrics: &Metrics,
+    exporter: Option<&RunningExporter>,
+) -> Result<(Arc<Snapshotter>, SnapshotThread), ServerError> {
+    let snapshotter = Arc::new(Snapshotter {
+        wal: Arc::clone(&recovered.wal),
+        journal: Arc::clone(&recovered.journal),
+        storage,
+        dir: crate::snapshot::dir_in(&args.store.data_dir),
+        engine_config: recovered.config.clone(),
+        clock: Arc::clone(&recovered.clock),
+        status: Arc::clone(&recovered.status),
+        metrics: SnapshotMetrics::register(&metrics.registry).map_err(ServerError::Metrics)?,
+        exported: exporter.map(RunningExporter::status),
+    });
+    let thread = SnapshotThread::spawn(Arc::clone(&snapshotter), args.snapshot_interval_records)
+        .map_err(ServerError::SnapshotThread)?;
+    Ok((snapshotter, thread))
 }
 
 /// The shutdown snapshot, once the log is closed (so it covers every

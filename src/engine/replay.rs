@@ -20,8 +20,8 @@
 //! carrying on would leave codes that name the wrong user or nobody.
 
 use super::codes::{self, StoredPurchase};
-use super::outcome::PurchaseItem;
 use super::config::{SaleSettings, ITEMS_PER_SALE_MAX, USER_LIMIT_MAX};
+use super::outcome::PurchaseItem;
 use super::record::{
     CheckoutOutcome, CheckoutRecord, PurchaseOutcome, PurchaseRecord, Record, SaleOpenedRecord,
 };
@@ -224,11 +224,7 @@ impl Engine {
                 "purchase of {code} by {user_text} lists items {recorded:?}, the cart holds {cart:?}"
             )));
         }
-        for index in items
-            .iter()
-            .filter(|i| i.is_bought())
-            .map(|i| i.item_index)
-        {
+        for index in items.iter().filter(|i| i.is_bought()).map(|i| i.item_index) {
             sale.inventory
                 .claim_for_replay(index, seq)
                 .map_err(|earlier| {

@@ -29,7 +29,11 @@ pub fn inspect(path: &Path) -> Result<String, InspectError> {
         return Ok(describe(&file_name(path), &body));
     }
     let nested = super::dir_in(path);
-    let dir = if nested.is_dir() { nested } else { path.to_path_buf() };
+    let dir = if nested.is_dir() {
+        nested
+    } else {
+        path.to_path_buf()
+    };
     let mut report = String::new();
     for (_, file) in store::list(&FsStorage, &dir)?.iter().rev() {
         match store::read(&FsStorage, file) {

@@ -25,6 +25,8 @@ pub mod taker;
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod tests;
 
 pub use format::{SnapshotBody, SnapshotDamage};
 pub use runner::SnapshotThread;

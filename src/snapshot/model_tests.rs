@@ -146,7 +146,13 @@ fn run(ops: &[Op], cuts: &[prop::sample::Index]) -> Result<(), TestCaseError> {
         for (code, first) in &completed {
             let again = purchase_answer(&started, *code)?;
             let reference = purchase_answer(&whole, *code)?;
-            prop_assert_eq!(&again, &reference, "repeat of {} after a start at {}", code, cut);
+            prop_assert_eq!(
+                &again,
+                &reference,
+                "repeat of {} after a start at {}",
+                code,
+                cut
+            );
             // Unless its sale left retention since, the very first answer.
             if reference.is_ok() {
                 prop_assert_eq!(&again, first, "repeat of {} after a start at {}", code, cut);
@@ -156,7 +162,13 @@ fn run(ops: &[Op], cuts: &[prop::sample::Index]) -> Result<(), TestCaseError> {
         for code in &codes {
             let mine = purchase_answer(&started, *code)?;
             let theirs = purchase_answer(&whole, *code)?;
-            prop_assert_eq!(mine, theirs, "purchase of {} after a start at {}", code, cut);
+            prop_assert_eq!(
+                mine,
+                theirs,
+                "purchase of {} after a start at {}",
+                code,
+                cut
+            );
         }
         previous = Some(bytes);
     }

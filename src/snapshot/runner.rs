@@ -25,10 +25,12 @@ impl SnapshotThread {
         interval_records: u64,
     ) -> std::io::Result<SnapshotThread> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let handle = thread::Builder::new().name("snapshots".to_string()).spawn({
-            let stop = Arc::clone(&stop);
-            move || run(&snapshotter, interval_records, &stop)
-        })?;
+        let handle = thread::Builder::new()
+            .name("snapshots".to_string())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || run(&snapshotter, interval_records, &stop)
+            })?;
         Ok(SnapshotThread {
             stop,
             handle: Some(handle),

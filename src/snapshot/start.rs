@@ -10,7 +10,7 @@
 //! snapshot that covers records the log does not hold (the log lost its
 //! tail, which a disk that honours fsync never does).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flashsale_wal::Storage;
@@ -138,7 +138,7 @@ pub fn start(
 /// not in `skipped` and the server log.
 fn usable(
     storage: &dyn Storage,
-    path: &PathBuf,
+    path: &Path,
     log_id: u128,
     skipped: &mut Vec<String>,
 ) -> Option<SnapshotBody> {

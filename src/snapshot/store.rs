@@ -69,10 +69,7 @@ impl StoreError {
     }
 }
 
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> StoreError + 'a {
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         action,
         path: path.to_path_buf(),
@@ -122,8 +119,12 @@ pub fn write(
     file.write_all(&bytes).map_err(io_error("write", &tmp))?;
     file.sync_data().map_err(io_error("fdatasync", &tmp))?;
     drop(file);
-    storage.rename(&tmp, &path).map_err(io_error("rename", &tmp))?;
-    storage.sync_dir(dir).map_err(io_error("fsync directory", dir))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(io_error("rename", &tmp))?;
+    storage
+        .sync_dir(dir)
+        .map_err(io_error("fsync directory", dir))?;
     let removed = remove_old(storage, dir)?;
     Ok(Written {
         path,
@@ -149,9 +150,13 @@ fn remove_old(storage: &dyn Storage, dir: &Path) -> Result<usize, StoreError> {
         return Ok(0);
     }
     for victim in &victims {
-        storage.remove_file(victim).map_err(io_error("remove", victim))?;
+        storage
+            .remove_file(victim)
+            .map_err(io_error("remove", victim))?;
     }
-    storage.sync_dir(dir).map_err(io_error("fsync directory", dir))?;
+    storage
+        .sync_dir(dir)
+        .map_err(io_error("fsync directory", dir))?;
     Ok(surplus)
 }
 

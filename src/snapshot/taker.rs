@@ -63,9 +63,7 @@ impl TakeError {
         match self {
             TakeError::Store(error) => error.kind(),
             TakeError::Start(_) | TakeError::Replay(_) => "replay",
-            TakeError::Audit(_) | TakeError::Restore { .. } | TakeError::EngineConfig(_) => {
-                "state"
-            }
+            TakeError::Audit(_) | TakeError::Restore { .. } | TakeError::EngineConfig(_) => "state",
             TakeError::Retention(_) => "retention",
         }
     }
@@ -207,10 +205,9 @@ impl Snapshotter {
         m.records_since_snapshot
             .set(clamp(durable.saturating_sub(seq)));
         let now_unix_ms = chrono::Utc::now().timestamp_millis();
-        let age = self
-            .status
-            .written_unix_ms()
-            .map_or(0, |written| now_unix_ms.saturating_sub(written).max(0) / 1000);
+        let age = self.status.written_unix_ms().map_or(0, |written| {
+            now_unix_ms.saturating_sub(written).max(0) / 1000
+        });
         m.snapshot_age_seconds.set(age);
         m.snapshot_disk_bytes
             .set(clamp(store::disk_bytes(self.storage.as_ref(), &self.dir)));
