@@ -10,7 +10,7 @@
 //! segments deleted), start and check.
 
 #[path = "../wal/tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::path::{Path, PathBuf};
