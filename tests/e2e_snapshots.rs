@@ -163,7 +163,8 @@ async fn kill_9_while_snapshots_are_written_loses_no_acknowledged_cart_or_purcha
     let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
     for cycle in 0..3u64 {
         let server = Server::start(dir.path(), &args);
-        verify(&server, &ledger.lock().clone()).await;
+        let acknowledged = ledger.lock().clone();
+        verify(&server, &acknowledged).await;
         let load = Duration::from_millis(900);
         load_then(server, load, cycle * 100 + 1, &ledger, Server::kill9).await;
     }
@@ -215,7 +216,8 @@ async fn a_restart_after_retention_deleted_segments_rebuilds_everything_and_show
     assert_ne!(oldest_segment(dir.path()), first, "no segment was deleted");
     assert_eq!(snapshot_files(dir.path()).len(), 2);
     let server = Server::start(dir.path(), &args);
-    verify(&server, &ledger.lock().clone()).await;
+    let acknowledged = ledger.lock().clone();
+    verify(&server, &acknowledged).await;
     let (status, health) = server.get("/health").await;
     assert_eq!(status, 200, "{health}");
     let snapshot = &health["snapshot"];
