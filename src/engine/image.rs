@@ -25,6 +25,10 @@ use super::sales::SaleState;
 use super::Engine;
 use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
 
+/// 4000-01-01T00:00:00Z: a later time floor is damage (sale ids are
+/// `YYYYMMDDHH` numbers in a `u32`).
+const TIME_FLOOR_UNIX_MS_MAX: i64 = 64_060_588_800_000;
+
 /// Everything the engine holds. Field order is part of the snapshot format.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct EngineImage {
@@ -97,6 +101,15 @@ impl Engine {
     /// name `covered_seq` or the record a purchase came from. Sales that
     /// left retention by now are skipped, as replay skips their records.
     pub fn restore(&self, image: &EngineImage, covered_seq: u64) -> Result<(), ReplayError> {
+        if image.time_floor_unix_ms > TIME_FLOOR_UNIX_MS_MAX {
+            return Err(ReplayError {
+                seq: covered_seq,
+                why: format!(
+                    "snapshot time {} ms is after the year 4000",
+                    image.time_floor_unix_ms
+                ),
+            });
+        }
         self.raise_time_floor(image.time_floor_unix_ms);
         for sale in &image.sales {
             self.restore_sale(sale, covered_seq)?;
