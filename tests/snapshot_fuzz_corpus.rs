@@ -32,7 +32,10 @@ fn seed_inputs() -> Vec<(String, Vec<u8>)> {
         ("golden-body".to_string(), body.clone()),
         ("zeros".to_string(), vec![0u8; 200]),
         ("ones".to_string(), vec![0xFFu8; 200]),
-        ("header-only".to_string(), golden[..SNAPSHOT_HEADER_BYTES].to_vec()),
+        (
+            "header-only".to_string(),
+            golden[..SNAPSHOT_HEADER_BYTES].to_vec(),
+        ),
     ];
     let mut huge = golden[..SNAPSHOT_HEADER_BYTES].to_vec();
     huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());

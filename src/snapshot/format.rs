@@ -201,7 +201,9 @@ pub fn fuzz_decode_snapshot(data: &[u8]) {
 
 fn fuzz_restore(body: &SnapshotBody) {
     use std::sync::Arc;
-    let clock = Arc::new(crate::domain::ManualClock::new(chrono::DateTime::UNIX_EPOCH));
+    let clock = Arc::new(crate::domain::ManualClock::new(
+        chrono::DateTime::UNIX_EPOCH,
+    ));
     let journal = Arc::new(crate::engine::MemoryJournal::default());
     let config = crate::engine::EngineConfig::default();
     if let Ok(engine) = crate::engine::Engine::new(config, clock, journal) {

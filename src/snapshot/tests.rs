@@ -398,3 +398,28 @@ fn at_most_two_snapshots_are_kept_and_temporary_files_are_removed() {
         "the two newest, no leftovers"
     );
 }
+
+#[test]
+fn the_exporter_reads_a_log_whose_oldest_segments_were_deleted_and_refuses_a_cursor_behind_it() {
+    use crate::export::{RecordSource, SourceError, WalSource};
+    let h = Harness::new();
+    let snapshotter = h.snapshotter();
+    h.traffic(0, 60);
+    snapshotter.take().unwrap().unwrap();
+    h.traffic(60, 60);
+    assert!(snapshotter.take().unwrap().unwrap().segments_deleted > 0);
+    let first_seq = h.journal.first_seq();
+    let mut source = WalSource::new(Arc::clone(&h.wal));
+    let batch = source.read_batch(first_seq - 1, 10).unwrap();
+    assert_eq!(batch.first().map(|(seq, _)| *seq), Some(first_seq));
+    let error = source.read_batch(0, 10).unwrap_err();
+    assert!(
+        matches!(error, SourceError::NotRetained { cursor: 0, first_seq: f } if f == first_seq),
+        "{error}"
+    );
+    let refusal = crate::export::ExportError::Source(error);
+    assert!(refusal.is_refusal(), "no retry brings deleted records back");
+    assert!(refusal
+        .to_string()
+        .contains("deleted before they were exported"));
+}
