@@ -28,7 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-json_number() { grep -o "\"$2\": *[0-9.]*" "$1" | head -1 | sed 's/.*: *//'; }
+json_number() {
+  sed -n "s/^  \"$2\": \([0-9.eE+-]*\),\{0,1\}$/\1/p" "$1" | head -n 1
+}
 
 # run NAME INTERVAL: one server, one fixed-rate load; prints "p50 p99 p999" in µs.
 run() {
