@@ -134,6 +134,13 @@ fn decode_header(bytes: &[u8]) -> Result<Header, SnapshotDamage> {
 /// Checks the header (magic, version, length, checksum) and decodes the
 /// body. Never panics.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotDamage> {
+    check(bytes)?;
+    decode_body(&bytes[SNAPSHOT_HEADER_BYTES..], bincode_config())
+}
+
+/// Checks the header (magic, version, length) and the body's checksum,
+/// without decoding the body.
+pub fn check(bytes: &[u8]) -> Result<(), SnapshotDamage> {
     let header = decode_header(bytes)?;
     let found_bytes = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
     if header.body_bytes > SNAPSHOT_BODY_BYTES_MAX as u64 {
@@ -160,7 +167,7 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotDamage> {
             found,
         });
     }
-    decode_body(body, bincode_config())
+    Ok(())
 }
 
 /// The body alone, under `config`'s limit on what it may claim.

@@ -163,6 +163,24 @@ fn remove_old(storage: &dyn Storage, dir: &Path) -> Result<usize, StoreError> {
 /// Reads and checks the snapshot at `path` (from the disk, not the page
 /// cache).
 pub fn read(storage: &dyn Storage, path: &Path) -> Result<SnapshotBody, StoreError> {
+    let bytes = read_bytes(storage, path)?;
+    format::decode(&bytes).map_err(|damage| StoreError::Damaged {
+        path: path.to_path_buf(),
+        damage,
+    })
+}
+
+/// Checks the snapshot at `path` (header and checksum) without decoding
+/// it: retention trusts only a snapshot a start could use.
+pub fn check(storage: &dyn Storage, path: &Path) -> Result<(), StoreError> {
+    let bytes = read_bytes(storage, path)?;
+    format::check(&bytes).map_err(|damage| StoreError::Damaged {
+        path: path.to_path_buf(),
+        damage,
+    })
+}
+
+fn read_bytes(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>, StoreError> {
     let file = storage.open_read(path).map_err(io_error("open", path))?;
     file.drop_cached_pages()
         .map_err(io_error("drop cached pages of", path))?;
@@ -190,7 +208,7 @@ pub fn read(storage: &dyn Storage, path: &Path) -> Result<SnapshotBody, StoreErr
         filled += n;
     }
     bytes.truncate(filled);
-    format::decode(&bytes).map_err(damaged)
+    Ok(bytes)
 }
 
 /// Bytes of the snapshot files in `dir` (0 if there is none).

@@ -186,7 +186,15 @@ impl Snapshotter {
         if found.len() < store::SNAPSHOTS_KEPT {
             return Ok(0);
         }
-        let (older_seq, _) = found[found.len() - store::SNAPSHOTS_KEPT];
+        let (older_seq, older) = &found[found.len() - store::SNAPSHOTS_KEPT];
+        if let Err(error) = store::check(self.storage.as_ref(), older) {
+            // A damaged older snapshot covers nothing: a start could not
+            // fall back to it, so the log it covers must stay.
+            let error = crate::error_chain(&error);
+            tracing::warn!(%error, "older snapshot damaged; no log segment deleted");
+            return Ok(0);
+        }
+        let older_seq = *older_seq;
         let mut below_seq = older_seq.saturating_add(1);
         if let Some(exported) = &self.exported {
             below_seq = below_seq.min(exported.last_exported_seq().saturating_add(1));

@@ -215,6 +215,23 @@ impl Harness {
         self.wal.wait_durable(self.wal.last_seq()).unwrap();
     }
 
+    /// `restart`, as a harness to go on with.
+    fn reopen(self) -> Harness {
+        let exported = self.exported.clone();
+        let Harness {
+            dir,
+            wal,
+            journal,
+            engine,
+            ..
+        } = self;
+        drop(engine);
+        drop(journal);
+        wal.close();
+        drop(wal);
+        Harness::open(dir, exported)
+    }
+
     /// Closes the log and starts again from the snapshots and the log.
     fn restart(self) -> Result<Started, StartError> {
         let Harness {
@@ -422,4 +439,23 @@ fn the_exporter_reads_a_log_whose_oldest_segments_were_deleted_and_refuses_a_cur
     assert!(refusal
         .to_string()
         .contains("deleted before they were exported"));
+}
+
+#[test]
+fn retention_never_trusts_a_damaged_older_snapshot() {
+    let (h, expected, files) = two_snapshots();
+    damage_file(&files[1], |bytes| bytes[40] ^= 0x10);
+    // The start falls back to the older snapshot; the damaged one stays
+    // on disk and becomes the older kept one after the next snapshot.
+    let h = h.reopen();
+    assert_eq!(h.engine.snapshot(), expected);
+    let snapshotter = h.snapshotter();
+    h.traffic(200, 60);
+    let first_seq = h.journal.first_seq();
+    let taken = snapshotter.take().unwrap().unwrap();
+    assert_eq!(
+        taken.segments_deleted, 0,
+        "the older kept snapshot is damaged"
+    );
+    assert_eq!(h.journal.first_seq(), first_seq);
 }
