@@ -24,6 +24,8 @@ pub mod store;
 pub mod taker;
 
 #[cfg(test)]
+mod format_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
