@@ -9,7 +9,8 @@
 //! `purchase` (the two decisions), `claim_wait` (answers that depend on
 //! other users' claims), `reads` (sales and item pages), `replay` and
 //! `audit` (rebuilding and checking the state at start), `snapshot` (a
-//! comparable copy of the whole state); the state itself: `sales` (the
+//! comparable copy of the whole state), `image` (the whole state as plain
+//! data for snapshot files, rebuilt through replay's steps); the state itself: `sales` (the
 //! table of sales), `inventory` (sold bits), `users` (striped user
 //! tables), `codes` (checkout codes that name their owner's slot),
 //! `overflow` (packed carts and stored purchases beyond a user's slot).
