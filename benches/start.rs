@@ -10,7 +10,9 @@
 //! resident memory before and after taking it (the snapshot builds a
 //! second engine).
 //!
-//! Usage: cargo bench --bench start -- DIR (DIR must not exist).
+//! Usage: cargo bench --bench start -- DIR (DIR must not exist). With
+//! START_GENERATE_ONLY set it stops after writing the log and the
+//! snapshot, leaving DIR for `flashsale serve --data-dir DIR` to start on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -160,6 +162,10 @@ fn main() {
     drop(journal);
     wal.close();
     drop(wal);
+    if std::env::var_os("START_GENERATE_ONLY").is_some() {
+        // The data directory is left for a real server to start on.
+        return;
+    }
     let with: Vec<(Duration, u64)> = (0..3).map(|_| timed_start(&dir)).collect();
     let hidden = dir.join("snapshots.hidden");
     std::fs::rename(snapshot::dir_in(&dir), &hidden).expect("hide the snapshots");
