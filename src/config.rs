@@ -74,6 +74,19 @@ pub enum Command {
     Serve(ServeArgs),
     /// Export the log in DATA_DIR to PostgreSQL, offline (backfills).
     Export(ExportArgs),
+    /// Look at the snapshots of a data directory.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Print what a snapshot holds: PATH is a snapshot file, a snapshots
+    /// directory or a data directory (then its newest valid snapshot).
+    Inspect {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,7 +151,32 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    /// Durable records between snapshots (in DATA_DIR/snapshots/); one is
+    /// also written at shutdown.
+    #[arg(long, env = "FLASHSALE_SNAPSHOT_INTERVAL_RECORDS",
+          default_value_t = SNAPSHOT_INTERVAL_RECORDS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=SNAPSHOT_INTERVAL_RECORDS_MAX))]
+    pub snapshot_interval_records: u64,
+
+    /// Largest log segment file, in bytes; retention deletes whole
+    /// segments.
+    #[arg(long, env = "FLASHSALE_LOG_SEGMENT_BYTES",
+          default_value_t = LOG_SEGMENT_BYTES_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(LOG_SEGMENT_BYTES_MIN..=LOG_SEGMENT_BYTES_MAX))]
+    pub log_segment_bytes: u64,
 }
+
+/// Default of `--snapshot-interval-records`.
+pub const SNAPSHOT_INTERVAL_RECORDS_DEFAULT: u64 = 1_000_000;
+/// Largest `--snapshot-interval-records`.
+pub const SNAPSHOT_INTERVAL_RECORDS_MAX: u64 = 1_000_000_000_000;
+/// Default of `--log-segment-bytes` (64 MiB).
+pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest `--log-segment-bytes` (1 MiB).
+pub const LOG_SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
+/// Largest `--log-segment-bytes` (16 GiB).
+pub const LOG_SEGMENT_BYTES_MAX: u64 = 16 * 1024 * 1024 * 1024;
 
 /// Identity (optional, see `crate::identity`): without `--auth-jwks` any
 /// client may act as any user.
@@ -247,6 +285,18 @@ mod tests {
         assert_eq!(args.database_url, None);
         assert_eq!(args.export_interval, 5);
         assert!(!args.unsafe_no_fsync);
+        assert_eq!(args.snapshot_interval_records, 1_000_000);
+        assert_eq!(args.log_segment_bytes, 67_108_864);
+    }
+
+    #[test]
+    fn a_log_segment_under_one_mebibyte_is_refused() {
+        let parse =
+            |bytes: &str| Cli::try_parse_from(["flashsale", "serve", "--log-segment-bytes", bytes]);
+        assert!(parse("1048575").is_err());
+        assert!(parse("1048576").is_ok());
+        let zero = ["flashsale", "serve", "--snapshot-interval-records", "0"];
+        assert!(Cli::try_parse_from(zero).is_err());
     }
 
     #[test]

@@ -101,6 +101,30 @@ impl WalJournal {
         }))
     }
 
+    /// Every record after `after_seq` (which must be at or after the
+    /// log's start minus one), decoded, in log order, up to the durable end.
+    pub fn read_after(
+        &self,
+        after_seq: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, Record), ReadError>> + '_, ReadError> {
+        let reader = self
+            .wal
+            .read_from(after_seq.saturating_add(1))
+            .map_err(ReadError::Log)?;
+        Ok(reader.map(|item| {
+            let item = item.map_err(ReadError::Log)?;
+            let seq = item.seq;
+            let record =
+                decode(&item.payload).map_err(|source| ReadError::Decode { seq, source })?;
+            Ok((seq, record))
+        }))
+    }
+
+    /// The log's first record (its start): records before it were deleted.
+    pub fn first_seq(&self) -> u64 {
+        self.wal.first_seq()
+    }
+
     /// The log's identity (created with the log, kept in it): the export
     /// cursor carries it, `/health` shows it.
     pub fn log_id(&self) -> u128 {

@@ -15,6 +15,8 @@
 //! - `journal`: engine records as bytes (bincode 2.0.1) and `WalJournal`,
 //!   the one door to the write-ahead log (`flashsale_wal`).
 //! - `recovery`: read the log, replay it into the engine, audit.
+//! - `snapshot`: the engine's state on disk at a log position (start from
+//!   it, take it off the request path, delete the log it covers).
 //! - `export`: the exactly-once exporter of log records to PostgreSQL.
 //! - `domain`: ids, the sale schedule, deterministic items.
 //! - `identity`: optional signed user tokens (JWKS keys, verification,
@@ -36,6 +38,7 @@ pub mod recovery;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod snapshot;
 
 /// `error` and its causes, outermost first, joined by ": " (for the log,
 /// and for answers that may show the whole chain).

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use flashsale::config::{Cli, Command, LogFormat};
+use flashsale::config::{Cli, Command, LogFormat, SnapshotCommand};
 use mimalloc::MiMalloc;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     };
     let log_format = match &cli.command {
         Command::Serve(args) => args.log_format,
-        Command::Export(_) => LogFormat::Text,
+        Command::Export(_) | Command::Snapshot(_) => LogFormat::Text,
     };
     init_tracing(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -72,6 +72,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export(args) => Ok(flashsale::export::run_offline(args).await?),
+        Command::Snapshot(SnapshotCommand::Inspect { path }) => {
+            print!("{}", flashsale::snapshot::inspect::inspect(&path)?);
+            Ok(())
+        }
     }
 }
 

@@ -39,7 +39,8 @@ pub struct ReplayReport {
     pub sales_opened: u64,
     /// Records of sales that had left retention: skipped.
     pub records_expired: u64,
-    /// Sequence number of the last record (0 for an empty log).
+    /// Sequence number of the last record (0 for an empty log; the
+    /// snapshot's for an empty tail after one).
     pub last_seq: u64,
 }
 
@@ -59,7 +60,24 @@ pub fn replay<E>(
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut report = ReplayReport::default();
+    replay_after(engine, 0, records)
+}
+
+/// Applies `records`, which must come after record `after_seq`, to
+/// `engine`, which holds the state up to `after_seq` (a fresh engine for
+/// 0, or one restored from a snapshot covering up to `after_seq`).
+pub fn replay_after<E>(
+    engine: &Engine,
+    after_seq: u64,
+    records: impl IntoIterator<Item = Result<(u64, Record), E>>,
+) -> Result<ReplayReport, RecoveryError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut report = ReplayReport {
+        last_seq: after_seq,
+        ..ReplayReport::default()
+    };
     for next in records {
         let (seq, record) = next.map_err(|error| RecoveryError::Read {
             after_seq: report.last_seq,

@@ -13,16 +13,17 @@ use std::sync::Arc;
 use flashsale_wal::{FsStorage, Storage, SyncMode, Wal, WalConfig, WalError};
 
 use crate::config::{ServeArgs, StoreArgs};
-use crate::domain::SystemClock;
+use crate::domain::{Clock, SystemClock};
 use crate::engine::{Engine, EngineConfig, EngineConfigError};
 use crate::export::{ExportError, RunningExporter};
 use crate::http::{self, AppState};
 use crate::journal::WalJournal;
 use crate::limits::{LimitSettings, Limits};
 use crate::metrics::Metrics;
-use crate::recovery::{self, RecoveryError};
+use crate::recovery::RecoveryError;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
+use crate::snapshot::{SnapshotMetrics, SnapshotStatus, SnapshotThread, Snapshotter, StartError};
 
 /// Why the server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,10 @@ pub enum ServerError {
     EngineConfig(#[from] EngineConfigError),
     #[error("cannot recover the engine from the log")]
     Recovery(#[from] RecoveryError),
+    #[error("cannot start from the snapshots and the log")]
+    Start(#[from] StartError),
+    #[error("cannot start the snapshot thread")]
+    SnapshotThread(#[source] std::io::Error),
     #[error("cannot start the exporter")]
     Export(#[from] ExportError),
     #[error("cannot turn identity on")]
@@ -69,6 +74,8 @@ pub struct Application {
     exporter: Option<RunningExporter>,
     shutdown: Shutdown,
     unsafe_no_fsync: bool,
+    snapshotter: Arc<Snapshotter>,
+    snapshot_thread: SnapshotThread,
 }
 
 /// The engine's settings from the command line; the rest are the engine's
@@ -86,6 +93,7 @@ fn engine_config(store: &StoreArgs) -> EngineConfig {
 fn open_wal(
     store: &StoreArgs,
     sync_mode: SyncMode,
+    segment_bytes: u64,
     storage: Arc<dyn Storage>,
     metrics: &Metrics,
 ) -> Result<Arc<Wal>, ServerError> {
@@ -96,6 +104,7 @@ fn open_wal(
     })?;
     let mut config = WalConfig::new(&dir);
     config.sync_mode = sync_mode;
+    set_segment_bytes(&mut config, segment_bytes);
     config.observer = Some(metrics.wal.clone() as Arc<dyn flashsale_wal::WalObserver>);
     let wal = Wal::open_with_storage(config, storage)
         .map_err(|source| ServerError::OpenLog { dir, source })?;
@@ -120,11 +129,27 @@ fn sync_mode(args: &ServeArgs) -> SyncMode {
     SyncMode::Fdatasync
 }
 
-/// The log, its journal, and the engine recovered from it.
+/// `--log-segment-bytes`: a small segment (retention at small volumes)
+/// also gets smaller batches, which must fit in it; records are at most
+/// `RECORD_BYTES_MAX` anyway.
+fn set_segment_bytes(config: &mut WalConfig, segment_bytes: u64) {
+    config.segment_size_max_bytes = segment_bytes;
+    let batch_fit_bytes = usize::try_from(segment_bytes / 4).unwrap_or(usize::MAX);
+    if batch_fit_bytes < config.batch_bytes_max {
+        config.batch_bytes_max = batch_fit_bytes;
+        config.record_size_max_bytes = crate::journal::RECORD_BYTES_MAX as u32;
+    }
+}
+
+/// The log, its journal, the engine recovered from them, and what the
+/// snapshot thread needs.
 struct Recovered {
     wal: Arc<Wal>,
     journal: Arc<WalJournal>,
     engine: Arc<Engine>,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    status: Arc<SnapshotStatus>,
 }
 
 fn recover_engine(
@@ -132,32 +157,48 @@ fn recover_engine(
     storage: Arc<dyn Storage>,
     metrics: &Metrics,
 ) -> Result<Recovered, ServerError> {
-    let wal = open_wal(&args.store, sync_mode(args), storage, metrics)?;
+    let wal = open_wal(
+        &args.store,
+        sync_mode(args),
+        args.log_segment_bytes,
+        Arc::clone(&storage),
+        metrics,
+    )?;
     let journal = Arc::new(WalJournal::new(Arc::clone(&wal)));
-    let clock = Arc::new(SystemClock {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock {
         offset_seconds: args.clock_offset_seconds,
     });
     let config = EngineConfig {
         users_per_sale_max: args.limits.users_per_sale_max,
         ..engine_config(&args.store)
     };
-    let engine = Engine::new(config, clock, journal.clone())?;
-    let report = recovery::recover_from_journal(&engine, &journal)?;
-    let audit = &report.audited;
+    let new_engine = || Engine::new(config.clone(), clock.clone(), journal.clone());
+    let dir = crate::snapshot::dir_in(&args.store.data_dir);
+    let started = crate::snapshot::start(&new_engine, &journal, storage.as_ref(), &dir)?;
     tracing::info!(
-        records = report.replayed.records,
-        elapsed_ms = report.elapsed.as_millis() as u64,
-        audit_sales = audit.sales,
-        audit_items_sold = audit.items_sold,
-        audit_users = audit.users,
-        audit_open_carts = audit.open_carts,
-        audit_purchases = audit.purchases,
-        "log replayed and audited"
+        snapshot = started.snapshot.as_ref().map_or("none", |used| used.file_name.as_str()),
+        snapshot_seq = started.snapshot.as_ref().map_or(0, |used| used.seq),
+        skipped = ?started.skipped,
+        records = started.tail.records,
+        elapsed_ms = started.elapsed.as_millis() as u64,
+        audit_sales = started.audited.sales,
+        audit_items_sold = started.audited.items_sold,
+        audit_users = started.audited.users,
+        audit_open_carts = started.audited.open_carts,
+        audit_purchases = started.audited.purchases,
+        "started from the snapshot and the log after it; audited"
     );
+    let status = Arc::new(SnapshotStatus::default());
+    if let Some(used) = &started.snapshot {
+        status.set_newest(used.seq, used.file_name.clone(), used.written_unix_ms);
+    }
     Ok(Recovered {
         wal,
         journal,
-        engine: Arc::new(engine),
+        engine: Arc::new(started.engine),
+        config,
+        clock,
+        status,
     })
 }
 
@@ -175,33 +216,33 @@ impl Application {
         let metrics = Arc::new(Metrics::new().map_err(ServerError::Metrics)?);
         metrics.set_log(&args.store.wal_dir(), args.unsafe_no_fsync);
         let identity = crate::identity::start(&args.auth)?;
-        let Recovered {
-            wal,
-            journal,
-            engine,
-        } = recover_engine(&args, storage, &metrics)?;
+        let recovered = recover_engine(&args, Arc::clone(&storage), &metrics)?;
+        let journal = Arc::clone(&recovered.journal);
         let shutdown = Shutdown::new();
         let service = Arc::new(
             Service::new(
-                engine,
+                Arc::clone(&recovered.engine),
                 journal.clone(),
                 metrics.clone(),
                 shutdown.clone(),
                 args.write_requests_in_flight_max as usize,
             )
-            .with_sync_mode(sync_mode_of(&args)),
+            .with_sync_mode(sync_mode_of(&args))
+            .with_snapshots(Arc::clone(&recovered.status)),
         );
         let exporter = match &args.database_url {
             Some(url) => Some(crate::export::start_in_server(
                 url,
                 &args,
-                wal,
+                Arc::clone(&recovered.wal),
                 &metrics.registry,
                 shutdown.clone(),
             )?),
             None => None,
         };
         let export_status = exporter.as_ref().map(RunningExporter::status_fn);
+        let (snapshotter, snapshot_thread) =
+            start_snapshots(&recovered, storage, &args, &metrics, exporter.as_ref())?;
         let limits = Arc::new(Limits::new(&LimitSettings::from_args(&args.limits)));
         Limits::spawn_cleaner(&limits);
         let state = Arc::new(
@@ -228,6 +269,8 @@ impl Application {
             exporter,
             shutdown,
             unsafe_no_fsync: args.unsafe_no_fsync,
+            snapshotter,
+            snapshot_thread,
         })
     }
 
@@ -249,6 +292,8 @@ impl Application {
             exporter,
             shutdown,
             unsafe_no_fsync,
+            snapshotter,
+            snapshot_thread,
             ..
         } = self;
         let handle = server.handle();
@@ -271,6 +316,8 @@ impl Application {
             exporter.join().await;
         }
         journal.close();
+        snapshot_thread.stop();
+        take_final_snapshot(&snapshotter);
         served.map_err(ServerError::Http)?;
         if let Some(reason) = journal.failure() {
             return Err(ServerError::LogFailed { reason });
@@ -287,5 +334,43 @@ impl Application {
             );
         }
         Ok(())
+    }
+}
+
+/// The snapshot thread, on the recovered log and engine settings.
+fn start_snapshots(
+    recovered: &Recovered,
+    storage: Arc<dyn Storage>,
+    args: &ServeArgs,
+    metrics: &Metrics,
+    exporter: Option<&RunningExporter>,
+) -> Result<(Arc<Snapshotter>, SnapshotThread), ServerError> {
+    let snapshotter = Arc::new(Snapshotter {
+        wal: Arc::clone(&recovered.wal),
+        journal: Arc::clone(&recovered.journal),
+        storage,
+        dir: crate::snapshot::dir_in(&args.store.data_dir),
+        engine_config: recovered.config.clone(),
+        clock: Arc::clone(&recovered.clock),
+        status: Arc::clone(&recovered.status),
+        metrics: SnapshotMetrics::register(&metrics.registry).map_err(ServerError::Metrics)?,
+        exported: exporter.map(RunningExporter::status),
+    });
+    let thread = SnapshotThread::spawn(Arc::clone(&snapshotter), args.snapshot_interval_records)
+        .map_err(ServerError::SnapshotThread)?;
+    Ok((snapshotter, thread))
+}
+
+/// The shutdown snapshot, once the log is closed (so it covers every
+/// record): the next start replays nothing. A failure is logged only; the
+/// log holds everything.
+fn take_final_snapshot(snapshotter: &Snapshotter) {
+    match snapshotter.take() {
+        Ok(Some(taken)) => tracing::info!(seq = taken.seq, "shutdown snapshot written"),
+        Ok(None) => {}
+        Err(error) => {
+            let error = crate::error_chain(&error);
+            tracing::error!(%error, "shutdown snapshot failed");
+        }
     }
 }

@@ -20,6 +20,7 @@ use crate::engine::{
 use crate::journal::WalJournal;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::snapshot::{SnapshotHealth, SnapshotStatus};
 
 /// Why a write was not carried out: the client may retry later.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,8 @@ pub struct Health {
     pub unavailable: Option<ServiceError>,
     pub log: LogHealth,
     pub active_sale: SaleView,
+    /// The newest snapshot (`None`: the service was built without one).
+    pub snapshot: Option<SnapshotHealth>,
 }
 
 pub struct Service {
@@ -70,6 +73,7 @@ pub struct Service {
     writes_in_flight: AtomicUsize,
     writes_in_flight_max: usize,
     sync_mode: SyncMode,
+    snapshots: Option<Arc<SnapshotStatus>>,
 }
 
 /// Holds one of the `writes_in_flight_max` places until dropped.
@@ -106,12 +110,19 @@ impl Service {
             writes_in_flight: AtomicUsize::new(0),
             writes_in_flight_max,
             sync_mode: SyncMode::Fdatasync,
+            snapshots: None,
         }
     }
 
     /// The same service, reporting `sync_mode` (the log's) in `/health`.
     pub fn with_sync_mode(self, sync_mode: SyncMode) -> Service {
         Service { sync_mode, ..self }
+    }
+
+    /// `/health` also reports the snapshots' `status`.
+    pub fn with_snapshots(mut self, status: Arc<SnapshotStatus>) -> Service {
+        self.snapshots = Some(status);
+        self
     }
 
     pub async fn checkout(&self, user: &UserId, item: ItemId) -> Answer<CartView> {
@@ -233,6 +244,10 @@ impl Service {
                 },
             },
             active_sale: self.engine.active_sale(),
+            snapshot: self
+                .snapshots
+                .as_ref()
+                .map(|status| status.health(chrono::Utc::now().timestamp_millis())),
         }
     }
 }

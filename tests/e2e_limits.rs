@@ -99,7 +99,10 @@ async fn one_user_over_its_rate_gets_429_with_retry_after_while_others_are_serve
     assert_eq!(status, 200, "{body}");
     // The per-user limiter holds their two keys, and operators can see it.
     let user_keys = metric(&server, "flashsale_limiter_keys{limiter=\"user\"}").await;
-    assert_eq!(user_keys, 2, "alice and bob are the per-user limiter's keys");
+    assert_eq!(
+        user_keys, 2,
+        "alice and bob are the per-user limiter's keys"
+    );
     // And alice is served again once her budget refills.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, body) = server.post(&purchase).await;

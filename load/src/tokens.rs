@@ -200,7 +200,10 @@ mod tests {
         let preminted = PremintedTokens::mint(&minter, [bob].into_iter()).unwrap();
         let bob_token = tokens.get(&minter, &preminted, bob).unwrap().to_string();
         assert_eq!(bob_token.split('.').count(), 3);
-        assert_eq!(tokens.minted_count, 1, "a preminted token is not minted again");
+        assert_eq!(
+            tokens.minted_count, 1,
+            "a preminted token is not minted again"
+        );
         assert_eq!(first.split('.').count(), 3);
         std::fs::write(&path, "short").unwrap();
         assert!(TokenMinter::from_file(&path, TokenAlgorithm::Hs256, None, None, None).is_err());

@@ -9,7 +9,8 @@
 //! `purchase` (the two decisions), `claim_wait` (answers that depend on
 //! other users' claims), `reads` (sales and item pages), `replay` and
 //! `audit` (rebuilding and checking the state at start), `snapshot` (a
-//! comparable copy of the whole state); the state itself: `sales` (the
+//! comparable copy of the whole state), `image` (the whole state as plain
+//! data for snapshot files, rebuilt through replay's steps); the state itself: `sales` (the
 //! table of sales), `inventory` (sold bits), `users` (striped user
 //! tables), `codes` (checkout codes that name their owner's slot),
 //! `overflow` (packed carts and stored purchases beyond a user's slot).
@@ -45,6 +46,7 @@ mod claim_wait;
 mod codes;
 mod config;
 mod durable_sold;
+mod image;
 mod inventory;
 mod outcome;
 mod overflow;
@@ -83,6 +85,7 @@ pub use config::{
     PAST_SALES_RETAINED_HOURS_MIN, USERS_PER_SALE_MAX_DEFAULT, USERS_PER_SALE_MAX_LARGEST,
     USER_LIMIT_DEFAULT, USER_LIMIT_MAX,
 };
+pub use image::{CartImage, EngineImage, PurchaseImage, SaleImage, UserImage};
 pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};
 pub use record::{

@@ -21,6 +21,7 @@
 
 use super::codes::{self, StoredPurchase};
 use super::config::{SaleSettings, ITEMS_PER_SALE_MAX, USER_LIMIT_MAX};
+use super::outcome::PurchaseItem;
 use super::record::{
     CheckoutOutcome, CheckoutRecord, PurchaseOutcome, PurchaseRecord, Record, SaleOpenedRecord,
 };
@@ -70,14 +71,14 @@ impl Engine {
         }
     }
 
-    fn is_expired(&self, sale: SaleId) -> bool {
+    pub(super) fn is_expired(&self, sale: SaleId) -> bool {
         let active = SaleId::containing(self.now());
         sale < active.hours_before(self.config.past_sales_retained_hours)
     }
 
     /// The sale's settings as recorded when it opened: they hold for the
     /// sale whatever the flags of this start say.
-    fn apply_sale_opened(
+    pub(super) fn apply_sale_opened(
         &self,
         seq: u64,
         record: &SaleOpenedRecord,
@@ -122,19 +123,32 @@ impl Engine {
             .map_err(|e| bad(format!("user id {:?}: {e}", record.user_id)))?;
         let item = ItemId::parse(&record.item_id)
             .map_err(|e| bad(format!("item id {:?}: {e}", record.item_id)))?;
+        let code = record
+            .code()
+            .ok_or_else(|| bad(format!("item {item} added for user {user} without a code")))?;
+        self.replay_added(seq, sale_id, user.as_str(), item, code, opened_cart)
+    }
+
+    /// The state change of an `Added` checkout of `item` by `user` into the
+    /// cart `code`: from a log record, or from a snapshot's cart.
+    pub(super) fn replay_added(
+        &self,
+        seq: u64,
+        sale_id: SaleId,
+        user: &str,
+        item: ItemId,
+        code: CheckoutCode,
+        opened_cart: bool,
+    ) -> Result<Applied, ReplayError> {
+        let bad = |why: String| ReplayError { seq, why };
         let sale = self.sales.get_or_insert(sale_id);
         if item.sale != sale_id || item.index >= sale.settings.items_per_sale {
             return Err(bad(format!("item {item} is not an item of sale {sale_id}")));
         }
-        let code = record
-            .code()
-            .ok_or_else(|| bad(format!("item {item} added for user {user} without a code")))?;
-        let mut stripe = sale.users.lock(user.as_str());
-        let slot = match stripe.find(user.as_str()) {
+        let mut stripe = sale.users.lock(user);
+        let slot = match stripe.find(user) {
             Some(slot) => slot,
-            None if opened_cart => {
-                replay_new_user(&sale, &mut stripe, user.as_str(), code).map_err(bad)?
-            }
+            None if opened_cart => replay_new_user(&sale, &mut stripe, user, code).map_err(bad)?,
             None => {
                 return Err(bad(format!(
                     "user {user} added item {item} to cart {code}, but has no cart"
@@ -178,6 +192,21 @@ impl Engine {
         if self.is_expired(sale_id) {
             return Ok(Applied::Expired);
         }
+        self.replay_completed(seq, sale_id, user_text, code, &record.items)
+    }
+
+    /// The state change of a completed purchase of `code` by `user_text`
+    /// with `items` (the cart, each with its outcome): from a log record,
+    /// or from a snapshot's stored purchase.
+    pub(super) fn replay_completed(
+        &self,
+        seq: u64,
+        sale_id: SaleId,
+        user_text: &str,
+        code: CheckoutCode,
+        items: &[PurchaseItem],
+    ) -> Result<Applied, ReplayError> {
+        let bad = |why: String| ReplayError { seq, why };
         let sale = self.sales.get_or_insert(sale_id);
         let mut stripe = sale.users.lock(user_text);
         let slot = stripe.find(user_text);
@@ -188,19 +217,14 @@ impl Engine {
             )));
         };
         let state = stripe.user_mut(slot);
-        let recorded: Vec<u32> = record.items.iter().map(|i| i.item_index).collect();
+        let recorded: Vec<u32> = items.iter().map(|i| i.item_index).collect();
         let cart: Vec<u32> = state.cart().collect();
         if recorded != cart {
             return Err(bad(format!(
                 "purchase of {code} by {user_text} lists items {recorded:?}, the cart holds {cart:?}"
             )));
         }
-        for index in record
-            .items
-            .iter()
-            .filter(|i| i.is_bought())
-            .map(|i| i.item_index)
-        {
+        for index in items.iter().filter(|i| i.is_bought()).map(|i| i.item_index) {
             sale.inventory
                 .claim_for_replay(index, seq)
                 .map_err(|earlier| {
@@ -216,7 +240,7 @@ impl Engine {
         let (secret, _) = codes::split(code);
         state.close_cart(StoredPurchase {
             secret,
-            items: record.items.clone().into(),
+            items: items.to_vec().into(),
             seq,
         });
         Ok(Applied::Changed)

@@ -82,6 +82,12 @@ impl SaleState {
         Ok(())
     }
 
+    /// Sequence number of the sale's `SaleOpened` record (0: none yet);
+    /// snapshots keep it.
+    pub fn opened_seq(&self) -> u64 {
+        self.opened_seq.load(Ordering::Acquire)
+    }
+
     pub fn mark_opened(&self, seq: u64) {
         assert!(seq > 0, "sequence numbers start at 1");
         let before = self.opened_seq.swap(seq, Ordering::AcqRel);

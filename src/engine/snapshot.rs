@@ -1,7 +1,8 @@
 //! A comparable copy of the engine's whole state: tests compare the state
-//! rebuilt by replay with the state the running engine had, and the
-//! (coming) on-disk snapshots hold the same facts. Walks everything: not
-//! for the request path.
+//! rebuilt by replay (or from a snapshot file and the log after it) with
+//! the state the running engine had. The snapshot files themselves hold
+//! an `EngineImage` (`image`), which keeps the order users were created
+//! in. Walks everything: not for the request path.
 
 use std::collections::BTreeMap;
 

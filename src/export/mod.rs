@@ -192,7 +192,10 @@ impl ExportError {
     /// Errors no retry can cure: the running exporter stops on them
     /// instead of backing off and trying again.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ExportError::OtherLog { .. })
+        matches!(
+            self,
+            ExportError::OtherLog { .. } | ExportError::Source(SourceError::NotRetained { .. })
+        )
     }
 }
 

@@ -26,6 +26,13 @@ pub enum SourceError {
         #[source]
         source: CodecError,
     },
+    /// The records after the cursor were deleted (retention) before they
+    /// were exported: no retry can bring them back.
+    #[error(
+        "the export cursor is at record {cursor}, but the log starts at record {first_seq}: \
+         the records in between were deleted before they were exported"
+    )]
+    NotRetained { cursor: u64, first_seq: u64 },
 }
 
 /// A log of records numbered from 1 without gaps.

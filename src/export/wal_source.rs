@@ -34,7 +34,15 @@ impl WalSource {
         let positioned = matches!(&self.reader, Some(reader) if reader.next_seq() == next_seq);
         if !positioned {
             self.reader = None;
-            self.reader = Some(self.wal.read_from(next_seq)?);
+            self.reader = match self.wal.read_from(next_seq) {
+                Err(WalError::NotRetained { first_seq, .. }) => {
+                    return Err(SourceError::NotRetained {
+                        cursor: next_seq.saturating_sub(1),
+                        first_seq,
+                    })
+                }
+                opened => Some(opened?),
+            };
         }
         match self.reader.as_mut() {
             Some(reader) => Ok(reader),

@@ -378,6 +378,7 @@ pub(super) async fn health(
         "exporter": exporter,
         "connections": connections.health(),
         "active_sale": SaleBody::from(&health.active_sale),
+        "snapshot": health.snapshot,
     });
     super::auth::add_health(&state, &mut body);
     let status = if reason.is_some() {

@@ -78,7 +78,7 @@ mod tests {
         let argv = ["flashsale", "serve"].iter().chain(flags);
         match Cli::try_parse_from(argv)?.command {
             Command::Serve(args) => Ok(args.limits),
-            Command::Export(_) => panic!("not serve"),
+            Command::Export(_) | Command::Snapshot(_) => panic!("not serve"),
         }
     }
 
