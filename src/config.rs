@@ -133,6 +133,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(0..=256))]
     pub workers: u16,
 
+    /// Longest time, in microseconds, the log holds a group commit while it
+    /// is busy, for appenders known to be on their way (0: off). Never
+    /// applied when the log is idle.
+    #[arg(long, env = "FLASHSALE_COMMIT_DELAY_MAX_US", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub commit_delay_max_us: u64,
+
     /// UNSAFE, for benchmarks only: never fsync the log. A crash or power
     /// loss can then lose acknowledged purchases.
     #[arg(long, env = "FLASHSALE_UNSAFE_NO_FSYNC", default_value_t = false)]
@@ -285,6 +292,7 @@ mod tests {
         assert_eq!(args.database_url, None);
         assert_eq!(args.export_interval, 5);
         assert!(!args.unsafe_no_fsync);
+        assert_eq!(args.commit_delay_max_us, 200);
         assert_eq!(args.snapshot_interval_records, 1_000_000);
         assert_eq!(args.log_segment_bytes, 67_108_864);
     }

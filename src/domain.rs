@@ -58,12 +58,20 @@ fn names_real_hour(digits: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SaleId(u32);
 
+/// The last year a `YYYYMMDDHH` id fits in a `u32`.
+const SALE_YEAR_MAX: u32 = 4293;
+/// The id of the last hour of `SALE_YEAR_MAX`.
+const SALE_ID_LAST: u32 = 4_293_123_123;
+
 impl SaleId {
     /// The sale whose hour contains `at`.
     pub fn containing(at: DateTime<Utc>) -> SaleId {
-        let number =
-            at.year() as u32 * 1_000_000 + at.month() * 10_000 + at.day() * 100 + at.hour();
-        SaleId(number)
+        // A time outside the years an id can name (a forged log record, a
+        // clock gone wild) must not overflow: it belongs to the last hour.
+        let Ok(year @ 0..=SALE_YEAR_MAX) = u32::try_from(at.year()) else {
+            return SaleId(SALE_ID_LAST);
+        };
+        SaleId(year * 1_000_000 + at.month() * 10_000 + at.day() * 100 + at.hour())
     }
 
     /// Parses `YYYYMMDDHH`; the text must name a real UTC hour.
@@ -409,6 +417,16 @@ mod tests {
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().unwrap()
+    }
+
+    #[test]
+    fn a_time_outside_the_nameable_years_does_not_overflow() {
+        let last = SaleId::containing(at(4293, 12, 31, 23, 0, 0));
+        assert_eq!(last.to_string(), "4293123123");
+        assert_eq!(SaleId::containing(at(4294, 1, 1, 0, 0, 0)), last);
+        assert_eq!(SaleId::containing(at(200_000, 6, 1, 0, 0, 0)), last);
+        assert_eq!(SaleId::containing(at(-5, 6, 1, 0, 0, 0)), last);
+        assert_eq!(last.starts_at(), at(4293, 12, 31, 23, 0, 0));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flashsale_wal::{FsStorage, Storage, SyncMode, Wal, WalConfig, WalError};
 
@@ -94,6 +95,7 @@ fn open_wal(
     store: &StoreArgs,
     sync_mode: SyncMode,
     segment_bytes: u64,
+    commit_delay_max: Duration,
     storage: Arc<dyn Storage>,
     metrics: &Metrics,
 ) -> Result<Arc<Wal>, ServerError> {
@@ -105,6 +107,7 @@ fn open_wal(
     let mut config = WalConfig::new(&dir);
     config.sync_mode = sync_mode;
     set_segment_bytes(&mut config, segment_bytes);
+    config.commit_delay_max = commit_delay_max;
     config.observer = Some(metrics.wal.clone() as Arc<dyn flashsale_wal::WalObserver>);
     let wal = Wal::open_with_storage(config, storage)
         .map_err(|source| ServerError::OpenLog { dir, source })?;
@@ -119,14 +122,14 @@ fn sync_mode_of(args: &ServeArgs) -> SyncMode {
     }
 }
 
+/// `sync_mode_of`, warning once at start when it is unsafe.
 fn sync_mode(args: &ServeArgs) -> SyncMode {
     if args.unsafe_no_fsync {
         tracing::warn!(
             "--unsafe-no-fsync: acknowledged records can be lost on a crash (benchmarks only)"
         );
-        return SyncMode::UnsafeNoSync;
     }
-    SyncMode::Fdatasync
+    sync_mode_of(args)
 }
 
 /// `--log-segment-bytes`: a small segment (retention at small volumes)
@@ -161,6 +164,7 @@ fn recover_engine(
         &args.store,
         sync_mode(args),
         args.log_segment_bytes,
+        Duration::from_micros(args.commit_delay_max_us),
         Arc::clone(&storage),
         metrics,
     )?;

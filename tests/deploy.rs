@@ -19,16 +19,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Metrics the dashboard and the alerts use that another branch (snapshots)
-/// adds; until they exist, the end-to-end test does not ask for their data.
-/// Remove a name from this list as soon as the server exports it.
-const METRICS_NOT_YET_EXPORTED: [&str; 4] = [
-    "flashsale_snapshot_disk_bytes",
-    "flashsale_snapshot_seq",
-    "flashsale_snapshot_age_seconds",
-    "flashsale_records_since_snapshot",
-];
-
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -346,10 +336,9 @@ async fn every_panel_returns_data_and_every_alert_names_scraped_metrics() {
         .iter()
         .filter_map(|series| series["metric"]["__name__"].as_str())
         .collect();
-    let pending = |name: &String| METRICS_NOT_YET_EXPORTED.contains(&name.as_str());
     for (alert, expr) in alert_rules() {
         query(&client, &prometheus, &expr).await;
-        for name in metric_names(&expr).iter().filter(|name| !pending(name)) {
+        for name in &metric_names(&expr) {
             assert!(
                 scraped.contains(&name.as_str()),
                 "alert {alert}: no series {name}"
@@ -358,14 +347,11 @@ async fn every_panel_returns_data_and_every_alert_names_scraped_metrics() {
     }
     for (panel, expr) in panel_queries() {
         let names = metric_names(&expr);
-        for name in names.iter().filter(|name| !pending(name)) {
+        for name in &names {
             assert!(
                 scraped.contains(&name.as_str()),
                 "panel {panel}: no series {name}"
             );
-        }
-        if names.iter().any(pending) {
-            continue;
         }
         let result = query(&client, &prometheus, &expr).await;
         let series = result.as_array().map_or(0, Vec::len);
