@@ -5,139 +5,21 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ledger::{audit, client_loop, verify, Ledger, LoadShape};
 use common::{mid_hour_clock_offset_seconds, Server};
 use serde_json::Value;
 
 const CRASH_CYCLES: usize = 5;
 const CLIENTS_PER_CYCLE: usize = 16;
-const USERS: usize = 40;
-const ITEMS: u32 = 200;
+const SHAPE: LoadShape = LoadShape {
+    users: 40,
+    items: 200,
+};
 const LOAD_BEFORE_KILL: Duration = Duration::from_millis(700);
-
-/// What clients were told, answer by answer.
-#[derive(Default, Clone)]
-struct Ledger {
-    /// code -> the body of the acknowledged purchase.
-    purchases: BTreeMap<String, Value>,
-    /// code -> items acknowledged in that cart.
-    carts: BTreeMap<String, BTreeSet<String>>,
-}
-
-async fn client_loop(
-    server_url: String,
-    sale: String,
-    seed: u64,
-    deadline: Instant,
-    ledger: Arc<parking_lot::Mutex<Ledger>>,
-) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut next = common::numbers_below(seed);
-    while Instant::now() < deadline {
-        let user = format!("user{}", next(USERS as u64));
-        let item = format!("{sale}-{}", next(u64::from(ITEMS)));
-        let Ok(response) = client
-            .post(format!("{server_url}/checkout?user_id={user}&id={item}"))
-            .send()
-            .await
-        else {
-            return;
-        };
-        if response.status() != 200 {
-            continue;
-        }
-        let Ok(cart) = response.json::<Value>().await else {
-            return;
-        };
-        let code = cart["code"].as_str().unwrap().to_string();
-        let items: BTreeSet<String> = cart["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i.as_str().unwrap().to_string())
-            .collect();
-        ledger
-            .lock()
-            .carts
-            .entry(code.clone())
-            .or_default()
-            .extend(items);
-        if next(3) == 0 {
-            let Ok(response) = client
-                .post(format!("{server_url}/purchase?code={code}"))
-                .send()
-                .await
-            else {
-                return;
-            };
-            if response.status() == 200 {
-                let Ok(body) = response.json::<Value>().await else {
-                    return;
-                };
-                ledger.lock().purchases.insert(code, body);
-            }
-        }
-    }
-}
-
-/// Every acknowledged purchase answers identically; every acknowledged
-/// cart still exists with at least its acknowledged items.
-async fn verify(server: &Server, ledger: &Ledger) {
-    for (code, body) in &ledger.purchases {
-        let (status, again) = server.post(&format!("/purchase?code={code}")).await;
-        assert_eq!(status, 200, "acknowledged purchase {code} lost: {again}");
-        assert_eq!(
-            &again, body,
-            "purchase {code} answers differently after a crash"
-        );
-    }
-    for (code, items) in &ledger.carts {
-        if ledger.purchases.contains_key(code) {
-            continue;
-        }
-        // Buying the cart now (or replaying a purchase that was durable but
-        // never acknowledged) shows which items the cart held.
-        let (status, receipt) = server.post(&format!("/purchase?code={code}")).await;
-        assert_eq!(status, 200, "acknowledged cart {code} lost: {receipt}");
-        let mut held = BTreeSet::new();
-        for key in ["purchased_items", "failed_items"] {
-            for item in receipt[key].as_array().unwrap() {
-                held.insert(item["id"].as_str().unwrap().to_string());
-            }
-        }
-        assert!(
-            items.is_subset(&held),
-            "cart {code} lost items: acknowledged {items:?}, now {held:?}"
-        );
-    }
-}
-
-/// No item has two owners and no user is over the limit, across every
-/// purchase ever acknowledged.
-fn audit(ledger: &Ledger, user_limit: usize) {
-    let mut owners: BTreeMap<String, String> = BTreeMap::new();
-    let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
-    for body in ledger.purchases.values() {
-        let user = body["user_id"].as_str().unwrap().to_string();
-        for item in body["purchased_items"].as_array().unwrap() {
-            let id = item["id"].as_str().unwrap().to_string();
-            if let Some(other) = owners.insert(id.clone(), user.clone()) {
-                panic!("item {id} sold to {other} and {user}");
-            }
-            *per_user.entry(user.clone()).or_default() += 1;
-        }
-    }
-    for (user, count) in per_user {
-        assert!(count <= user_limit, "user {user} bought {count} items");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_carts_and_purchases_survive_kill_9() {
@@ -163,6 +45,7 @@ async fn acknowledged_carts_and_purchases_survive_kill_9() {
                     sale.clone(),
                     (cycle * 100 + n) as u64 + 1,
                     deadline,
+                    SHAPE,
                     ledger.clone(),
                 ))
             })

@@ -6,100 +6,18 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ledger::{client_loop, verify, Ledger, LoadShape};
 use common::{mid_hour_clock_offset_seconds, Server};
-use serde_json::Value;
 
 const CLIENTS: usize = 12;
-const USERS: u64 = 60;
-const ITEMS: u64 = 300;
-
-/// What clients were told.
-#[derive(Default, Clone)]
-struct Ledger {
-    /// code -> the body of the acknowledged purchase.
-    purchases: BTreeMap<String, Value>,
-    /// code -> items acknowledged in that cart.
-    carts: BTreeMap<String, BTreeSet<String>>,
-}
-
-/// Checkouts and purchases until `deadline`, noting every acknowledgement.
-async fn client_loop(
-    url: String,
-    sale: String,
-    seed: u64,
-    deadline: Instant,
-    ledger: Arc<parking_lot::Mutex<Ledger>>,
-) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut next = common::numbers_below(seed);
-    while Instant::now() < deadline {
-        let user = format!("user{}", next(USERS));
-        let item = format!("{sale}-{}", next(ITEMS));
-        let path = format!("{url}/checkout?user_id={user}&id={item}");
-        let Ok(response) = client.post(path).send().await else {
-            return;
-        };
-        if response.status() != 200 {
-            continue;
-        }
-        let Ok(cart) = response.json::<Value>().await else {
-            return;
-        };
-        let code = cart["code"].as_str().unwrap().to_string();
-        let items = cart["items"].as_array().unwrap().iter();
-        let items = items.map(|i| i.as_str().unwrap().to_string());
-        ledger
-            .lock()
-            .carts
-            .entry(code.clone())
-            .or_default()
-            .extend(items);
-        if next(3) == 0 {
-            let path = format!("{url}/purchase?code={code}");
-            let Ok(response) = client.post(path).send().await else {
-                return;
-            };
-            if response.status() == 200 {
-                let Ok(body) = response.json::<Value>().await else {
-                    return;
-                };
-                ledger.lock().purchases.insert(code, body);
-            }
-        }
-    }
-}
-
-/// Every acknowledged purchase answers identically; every acknowledged
-/// cart still holds at least its acknowledged items.
-async fn verify(server: &Server, ledger: &Ledger) {
-    for (code, body) in &ledger.purchases {
-        let (status, again) = server.post(&format!("/purchase?code={code}")).await;
-        assert_eq!(status, 200, "acknowledged purchase {code} lost: {again}");
-        assert_eq!(&again, body, "purchase {code} answers differently");
-    }
-    for (code, items) in &ledger.carts {
-        if ledger.purchases.contains_key(code) {
-            continue;
-        }
-        let (status, receipt) = server.post(&format!("/purchase?code={code}")).await;
-        assert_eq!(status, 200, "acknowledged cart {code} lost: {receipt}");
-        let mut held = BTreeSet::new();
-        for key in ["purchased_items", "failed_items"] {
-            for item in receipt[key].as_array().unwrap() {
-                held.insert(item["id"].as_str().unwrap().to_string());
-            }
-        }
-        assert!(items.is_subset(&held), "cart {code} lost items");
-    }
-}
+const SHAPE: LoadShape = LoadShape {
+    users: 60,
+    items: 300,
+};
 
 /// Runs `CLIENTS` clients against `server` for `load`, then `stop`s it.
 async fn load_then(
@@ -114,7 +32,14 @@ async fn load_then(
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|n| {
             let url = server.base_url.clone();
-            let task = client_loop(url, sale.clone(), seed + n as u64, deadline, ledger.clone());
+            let task = client_loop(
+                url,
+                sale.clone(),
+                seed + n as u64,
+                deadline,
+                SHAPE,
+                ledger.clone(),
+            );
             tokio::spawn(task)
         })
         .collect();

@@ -2,6 +2,7 @@
 //! directory and speaks HTTP to it, as a client would.
 #![allow(dead_code)]
 
+pub mod ledger;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
