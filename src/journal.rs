@@ -88,17 +88,7 @@ impl WalJournal {
     pub fn read_all(
         &self,
     ) -> Result<impl Iterator<Item = Result<(u64, Record), ReadError>> + '_, ReadError> {
-        let reader = self
-            .wal
-            .read_from(self.wal.first_seq())
-            .map_err(ReadError::Log)?;
-        Ok(reader.map(|item| {
-            let item = item.map_err(ReadError::Log)?;
-            let seq = item.seq;
-            let record =
-                decode(&item.payload).map_err(|source| ReadError::Decode { seq, source })?;
-            Ok((seq, record))
-        }))
+        self.read_after(self.wal.first_seq().saturating_sub(1))
     }
 
     /// Every record after `after_seq` (which must be at or after the
