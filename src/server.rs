@@ -190,7 +190,7 @@ fn recover_engine(
         audit_users = started.audited.users,
         audit_open_carts = started.audited.open_carts,
         audit_purchases = started.audited.purchases,
-        "started from the snapshot and the log after it; audited"
+        "state rebuilt from the newest valid snapshot (if any) and the log after it; audited"
     );
     let status = Arc::new(SnapshotStatus::default());
     if let Some(used) = &started.snapshot {
