@@ -166,6 +166,18 @@ impl Engine {
         })?;
         let user = user.as_str();
         for purchase in &image.purchases {
+            // A purchase's record comes before the snapshot's last one; any
+            // other number (0 and u64::MAX mean "no record" to the
+            // inventory) is damage, not a claim to publish.
+            if !(1..=covered_seq).contains(&purchase.seq) {
+                return Err(ReplayError {
+                    seq: covered_seq,
+                    why: format!(
+                        "snapshot purchase of {:?} has record {}, outside 1..={covered_seq}",
+                        image.user_id, purchase.seq
+                    ),
+                });
+            }
             let code = CheckoutCode::from_u128(purchase.code);
             let cart = purchase.items.iter().map(|item| item.item_index);
             self.restore_cart(purchase.seq, sale_id, user, code, cart)?;
