@@ -351,15 +351,7 @@ async fn request_ids_are_echoed_and_health_and_metrics_answer() {
     server
         .post(&format!("/checkout?user_id=m&id={sale}-5"))
         .await;
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     for name in [
         "flashsale_http_requests_total",
         "flashsale_http_request_duration_seconds",

@@ -162,15 +162,7 @@ async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
 }
 
 async fn metric(server: &Server, line_start: &str) -> u64 {
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = server.metrics_text().await;
     text.lines()
         .find(|line| line.starts_with(line_start))
         .and_then(|line| line.rsplit(' ').next())

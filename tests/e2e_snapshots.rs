@@ -153,15 +153,7 @@ async fn a_restart_after_retention_deleted_segments_rebuilds_everything_and_show
         "{health}"
     );
     assert!(!file.contains('/'), "no paths in /health: {file}");
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     for name in [
         "flashsale_log_disk_bytes",
         "flashsale_snapshot_disk_bytes",

@@ -157,6 +157,16 @@ impl Server {
         decode(response).await
     }
 
+    /// The `/metrics` text, as Prometheus would scrape it.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// The active sale's id, as the server sees it.
     pub async fn active_sale_id(&self) -> String {
         let (status, body) = self.get("/sales/active").await;
