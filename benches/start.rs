@@ -1,18 +1,22 @@
 //! Start time with and without a snapshot (`benches/start.sh` runs it):
 //! writes START_RECORDS records (default 10^7) of START_USERS users
 //! (default 10^6) straight into a log through the engine (no HTTP, no
-//! fsync: generating is not what is measured), takes a snapshot
+//! fsync: generating is not what is measured), taking a snapshot every
+//! START_SNAPSHOT_INTERVAL records (default 10^6, as the server; 0: one
+//! snapshot only, the whole log kept) with retention, the last one
 //! START_TAIL_RECORDS (default 10^5) records before the end, and then
 //! times the start the server makes (open the log, load the newest
 //! snapshot, replay the log after it, audit) three times with the
-//! snapshot and three times without (the whole log). Also reports the
-//! snapshot's size, how long taking it took, and the process's peak
-//! resident memory before and after taking it (the snapshot builds a
-//! second engine).
+//! snapshot and, if the whole log is kept, three times without. Also
+//! reports each snapshot's size, how long taking it took, and the
+//! process's peak resident memory before and after (the snapshot builds
+//! a second engine).
 //!
 //! Usage: cargo bench --bench start -- DIR (DIR must not exist). With
 //! START_GENERATE_ONLY set it stops after writing the log and the
-//! snapshot, leaving DIR for `flashsale serve --data-dir DIR` to start on.
+//! snapshot, leaving DIR for `flashsale serve --data-dir DIR` to start on;
+//! with START_TIME_ONLY set it only times the starts on an existing DIR
+//! (and with START_SNAPSHOT_ONLY too, only those with the snapshot).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,9 +63,15 @@ fn peak_rss_mib() -> u64 {
 
 /// Appends `records` records: each user opens a cart of up to three
 /// items; every other user buys it; the rest are repeats and 404s.
-fn generate(engine: &Engine, users: u64, from: u64, records: u64, wal: &Wal) {
+/// Returns where the next call goes on from.
+fn generate(
+    engine: &Engine,
+    (users, from): (u64, u64),
+    codes: &mut [Option<CheckoutCode>],
+    records: u64,
+    wal: &Wal,
+) -> u64 {
     let sale = engine.active_sale().id;
-    let mut codes: Vec<Option<CheckoutCode>> = vec![None; users as usize];
     let start_seq = wal.last_seq();
     let mut n = from;
     while wal.last_seq() - start_seq < records {
@@ -95,15 +105,24 @@ fn generate(engine: &Engine, users: u64, from: u64, records: u64, wal: &Wal) {
         n += 1;
     }
     wal.wait_durable(wal.last_seq()).expect("durable");
+    n
 }
 
 fn timed_start(dir: &Path) -> (Duration, u64) {
     let started = Instant::now();
     let (_wal, journal) = open(dir, SyncMode::Fdatasync);
+    let opened = started.elapsed();
     let clock = Arc::new(SystemClock { offset_seconds: 0 });
     let new_engine = || Engine::new(engine_config(), clock.clone(), journal.clone());
     let report =
         snapshot::start(&new_engine, &journal, &FsStorage, &snapshot::dir_in(dir)).expect("start");
+    println!(
+        "  start {:.3?}: log open {opened:.3?}, then {:.3?}: {:?} ({} tail records)",
+        started.elapsed(),
+        report.elapsed,
+        report.phases,
+        report.tail.records
+    );
     (started.elapsed(), report.tail.records)
 }
 
@@ -121,62 +140,95 @@ fn main() {
     let records = env_u64("START_RECORDS", 10_000_000);
     let users = env_u64("START_USERS", 1_000_000);
     let tail = env_u64("START_TAIL_RECORDS", 100_000);
+    if std::env::var_os("START_TIME_ONLY").is_none() {
+        generate_and_snapshot(&dir, records, users, tail);
+    }
+    if std::env::var_os("START_GENERATE_ONLY").is_some() {
+        // The data directory is left for a real server to start on.
+        return;
+    }
+    time_starts(&dir);
+}
+
+/// Writes the log as a server would leave it: a snapshot every
+/// START_SNAPSHOT_INTERVAL records (default 10^6, the server's default)
+/// with retention, the last one `tail` records before the end; with
+/// START_SNAPSHOT_INTERVAL=0 only that last one (the whole log is kept).
+fn generate_and_snapshot(dir: &Path, records: u64, users: u64, tail: u64) {
+    let interval = match env_u64("START_SNAPSHOT_INTERVAL", 1_000_000) {
+        0 => records - tail,
+        interval => interval,
+    };
     let generated = Instant::now();
-    let (wal, journal) = open(&dir, SyncMode::UnsafeNoSync);
+    let (wal, journal) = open(dir, SyncMode::UnsafeNoSync);
     let clock = Arc::new(SystemClock { offset_seconds: 0 });
     let engine = Engine::new(engine_config(), clock.clone(), journal.clone()).expect("engine");
-    generate(&engine, users, 0, records - tail, &wal);
-    println!(
-        "generated {} records in {:.1?}",
-        records - tail,
-        generated.elapsed()
-    );
-    let rss_before = peak_rss_mib();
     let snapshotter = Snapshotter {
         wal: Arc::clone(&wal),
         journal: Arc::clone(&journal),
         storage: Arc::new(FsStorage),
-        dir: snapshot::dir_in(&dir),
+        dir: snapshot::dir_in(dir),
         engine_config: engine_config(),
         clock: clock.clone(),
         status: Arc::new(SnapshotStatus::default()),
         metrics: SnapshotMetrics::register(&prometheus::Registry::new()).expect("metrics"),
         exported: None,
     };
-    let taking = Instant::now();
-    let taken = snapshotter
-        .take()
-        .expect("snapshot")
-        .expect("records to snapshot");
-    println!(
-        "snapshot at record {}: {} bytes, taken in {:.2?}; peak RSS {} MiB before, {} MiB after",
-        taken.seq,
-        taken.file_bytes,
-        taking.elapsed(),
-        rss_before,
-        peak_rss_mib()
-    );
-    generate(&engine, users, records, tail, &wal);
+    let mut codes: Vec<Option<CheckoutCode>> = vec![None; users as usize];
+    let mut n = 0;
+    let mut written = 0;
+    while written < records - tail {
+        let chunk = interval.min(records - tail - written);
+        n = generate(&engine, (users, n), &mut codes, chunk, &wal);
+        written += chunk;
+        let rss_before = peak_rss_mib();
+        let taking = Instant::now();
+        let taken = snapshotter
+            .take()
+            .expect("snapshot")
+            .expect("records to snapshot");
+        println!(
+            "snapshot at record {}: {} bytes, taken in {:.2?}, {} segments deleted; \
+             peak RSS {} MiB before, {} MiB after",
+            taken.seq,
+            taken.file_bytes,
+            taking.elapsed(),
+            taken.segments_deleted,
+            rss_before,
+            peak_rss_mib()
+        );
+    }
+    generate(&engine, (users, n), &mut codes, tail, &wal);
+    println!("generated {records} records in {:.1?}", generated.elapsed());
     drop(snapshotter);
     drop(engine);
     drop(journal);
     wal.close();
-    drop(wal);
-    if std::env::var_os("START_GENERATE_ONLY").is_some() {
-        // The data directory is left for a real server to start on.
-        return;
-    }
-    let with: Vec<(Duration, u64)> = (0..3).map(|_| timed_start(&dir)).collect();
-    let hidden = dir.join("snapshots.hidden");
-    std::fs::rename(snapshot::dir_in(&dir), &hidden).expect("hide the snapshots");
-    let without: Vec<(Duration, u64)> = (0..3).map(|_| timed_start(&dir)).collect();
-    std::fs::rename(&hidden, snapshot::dir_in(&dir)).expect("restore the snapshots");
+}
+
+/// Three starts with the snapshot, three from the whole log.
+fn time_starts(dir: &Path) {
+    let with: Vec<(Duration, u64)> = (0..3).map(|_| timed_start(dir)).collect();
     println!(
         "start with the snapshot: median {:.3?} of {:?} (tail of {} records)",
         median(with.iter().map(|r| r.0).collect()),
         with.iter().map(|r| r.0).collect::<Vec<_>>(),
         with[0].1
     );
+    if std::env::var_os("START_SNAPSHOT_ONLY").is_some() {
+        return;
+    }
+    let (_wal, journal) = open(dir, SyncMode::Fdatasync);
+    if journal.first_seq() > 1 {
+        println!("no start from the whole log: retention deleted its first records");
+        return;
+    }
+    drop(journal);
+    drop(_wal);
+    let hidden = dir.join("snapshots.hidden");
+    std::fs::rename(snapshot::dir_in(dir), &hidden).expect("hide the snapshots");
+    let without: Vec<(Duration, u64)> = (0..3).map(|_| timed_start(dir)).collect();
+    std::fs::rename(&hidden, snapshot::dir_in(dir)).expect("restore the snapshots");
     println!(
         "start from the whole log: median {:.3?} of {:?} ({} records)",
         median(without.iter().map(|r| r.0).collect()),

@@ -5,8 +5,6 @@
 //! limit leaves, codes and carts agree). A log that passes both rebuilds
 //! exactly the state the engine had before the crash.
 
-use std::collections::HashMap;
-
 use super::outcome::{ItemOutcome, PurchaseItem};
 use super::sales::SaleState;
 use super::users::UserState;
@@ -60,14 +58,14 @@ impl Engine {
                 "{bits_set} sold bits set, but {items_sold} items counted sold"
             )));
         }
-        // Which purchase (its seq) bought each item.
-        let mut bought_by: HashMap<u32, u64> = HashMap::new();
+        // Which purchase (its seq; 0: none) bought each item, by index.
+        let mut bought_by = BoughtBy::new(inventory.items_total());
         let mut report = AuditReport::default();
         self.audit_users(sale, &mut bought_by, &mut report)
             .map_err(fail)?;
         for (index, seq) in inventory.claims() {
-            match (seq, bought_by.get(&index)) {
-                (Some(seq), Some(&bought_seq)) if seq == bought_seq => {}
+            match (seq, bought_by.get(index)) {
+                (Some(seq), Some(bought_seq)) if seq == bought_seq => {}
                 (seq, bought) => {
                     return Err(fail(format!(
                         "item {} is sold by claim record {seq:?}, but bought by {bought:?}",
@@ -77,10 +75,7 @@ impl Engine {
             }
         }
         if bought_by.len() != bits_set as usize {
-            let unset = bought_by
-                .keys()
-                .find(|&&i| !inventory.is_claimed(i))
-                .copied();
+            let unset = bought_by.indices().find(|&i| !inventory.is_claimed(i));
             return Err(fail(format!(
                 "item {:?} is bought but not marked sold",
                 unset.map(item)
@@ -95,7 +90,7 @@ impl Engine {
     fn audit_users(
         &self,
         sale: &SaleState,
-        bought_by: &mut HashMap<u32, u64>,
+        bought_by: &mut BoughtBy,
         report: &mut AuditReport,
     ) -> Result<(), String> {
         let mut problem = None;
@@ -123,11 +118,7 @@ impl Engine {
 
 /// Checks one user's counts, limit and codes, and records in `bought_by`
 /// what its purchases bought.
-fn audit_user(
-    sale: &SaleState,
-    state: &UserState,
-    bought_by: &mut HashMap<u32, u64>,
-) -> Result<(), String> {
+fn audit_user(sale: &SaleState, state: &UserState, bought_by: &mut BoughtBy) -> Result<(), String> {
     let (user, limit) = (state.id(), sale.settings.user_limit);
     let purchased = u32::from(state.purchased());
     let cart_len = state.cart_len() as u32;
@@ -143,7 +134,7 @@ fn audit_user(
         let items = purchase.items();
         for index in items.filter(|i| i.is_bought()).map(|i| i.item_index) {
             bought += 1;
-            if let Some(earlier) = bought_by.insert(index, purchase.seq) {
+            if let Some(earlier) = bought_by.insert(index, purchase.seq)? {
                 let item = ItemId {
                     sale: sale.id,
                     index,
@@ -169,6 +160,54 @@ fn audit_user(
         return Err(format!("user {user} has {cart_len} items in the cart after buying {purchased}, over the limit {limit}"));
     }
     Ok(())
+}
+
+/// Which purchase bought each item of a sale: one word per item (dense,
+/// as the sale's items are), 0 for none (no record has number 0).
+struct BoughtBy {
+    seq_by_index: Vec<u64>,
+    count: usize,
+}
+
+impl BoughtBy {
+    fn new(items_total: u32) -> BoughtBy {
+        BoughtBy {
+            seq_by_index: vec![0; items_total as usize],
+            count: 0,
+        }
+    }
+
+    /// Notes that record `seq` bought `index`; the earlier buyer if one
+    /// did already.
+    fn insert(&mut self, index: u32, seq: u64) -> Result<Option<u64>, String> {
+        let Some(slot) = self.seq_by_index.get_mut(index as usize) else {
+            return Err(format!("item index {index} is past the sale's items"));
+        };
+        if seq == 0 {
+            return Err(format!("item index {index} bought by record 0"));
+        }
+        if *slot != 0 {
+            return Ok(Some(*slot));
+        }
+        *slot = seq;
+        self.count += 1;
+        Ok(None)
+    }
+
+    fn get(&self, index: u32) -> Option<u64> {
+        self.seq_by_index
+            .get(index as usize)
+            .copied()
+            .filter(|&seq| seq != 0)
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.seq_by_index.len() as u32).filter(|&index| self.get(index).is_some())
+    }
 }
 
 /// Every item a purchase reports sold out was sold by an earlier record:

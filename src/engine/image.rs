@@ -1,33 +1,25 @@
-//! The engine's whole state as plain data (`EngineImage`), and an engine
-//! rebuilt from it: what a snapshot file holds (`crate::snapshot` turns it
-//! into bytes).
+//! The engine's whole state as plain data: what a snapshot file holds
+//! (`crate::snapshot` turns it into bytes; `restore` rebuilds an engine).
 //!
-//! Why it is shaped like this: an image is rebuilt through the same replay
-//! steps (`replay_added`, `replay_completed`, `apply_sale_opened`) a log
-//! record goes through, so every check replay makes on a record (a user
-//! in the slot its codes name, an item sold once, a purchase of the cart
-//! it names) is also made on an image, and an image that does not fit
-//! stops the start like a damaged log. Users are listed stripe by stripe,
-//! in slot order, so rebuilding recreates every user in the same slot.
-//!
-//! Promise: for an engine built by replay, `restore(image())` into a fresh
-//! engine gives the same `Engine::snapshot()`.
+//! An image of 10^6 users is hundreds of megabytes as Rust values, so it
+//! is also handed out and taken back piece by piece (`ImagePart`,
+//! `ImageSource`): a snapshot is encoded straight from the engine and
+//! decoded straight into one, one user at a time, in the order of the
+//! snapshot format. [`EngineImage`] is the same data whole, for tests,
+//! fuzzing and `flashsale snapshot inspect`. Users are listed stripe by
+//! stripe, in slot order, so rebuilding recreates every user in the same
+//! slot.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bincode::{Decode, Encode};
 
 use super::config::SaleSettings;
 use super::outcome::PurchaseItem;
-use super::record::SaleOpenedRecord;
-use super::replay::{Applied, ReplayError};
 use super::sales::SaleState;
+use super::users::UserStripe;
 use super::Engine;
-use crate::domain::{CheckoutCode, ItemId, SaleId, UserId};
-
-/// 4000-01-01T00:00:00Z: a later time floor is damage (sale ids are
-/// `YYYYMMDDHH` numbers in a `u32`).
-const TIME_FLOOR_UNIX_MS_MAX: i64 = 64_060_588_800_000;
 
 /// Everything the engine holds. Field order is part of the snapshot format.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -78,179 +70,202 @@ impl EngineImage {
     pub fn users(&self) -> usize {
         self.sales.iter().map(|sale| sale.users.len()).sum()
     }
+
+    /// The image as an [`ImageSource`], piece by piece.
+    pub fn source(&self) -> impl ImageSource + '_ {
+        ImageCursor {
+            image: self,
+            started: false,
+            sale: None,
+            user: 0,
+        }
+    }
+}
+
+/// A sale's own fields, without its users (they follow it). Field order
+/// is part of the snapshot format (the fields of [`SaleImage`] before
+/// `users`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct SaleHeader {
+    pub sale_id: u32,
+    pub items_per_sale: u32,
+    pub user_limit: u32,
+    pub opened_seq: u64,
+    pub items_sold: u32,
+}
+
+/// One piece of an image, in the snapshot format's order: `Start`, then
+/// each sale followed by its users.
+#[derive(Debug)]
+pub enum ImagePart<'a> {
+    /// The time floor and how many sales follow.
+    Start {
+        time_floor_unix_ms: i64,
+        sales: u64,
+    },
+    /// A sale and how many users follow it.
+    Sale {
+        header: SaleHeader,
+        users: u64,
+    },
+    User(&'a UserImage),
+}
+
+/// Where a restore reads an image, piece by piece, in the order of
+/// [`ImagePart`]; errors say why the piece cannot be read.
+pub trait ImageSource {
+    /// The time floor and the number of sales.
+    fn start(&mut self) -> Result<(i64, u64), String>;
+    /// The next sale and the number of its users.
+    fn sale(&mut self) -> Result<(SaleHeader, u64), String>;
+    /// The next user of the current sale.
+    fn user(&mut self) -> Result<UserImage, String>;
+}
+
+struct ImageCursor<'a> {
+    image: &'a EngineImage,
+    started: bool,
+    sale: Option<usize>,
+    user: usize,
+}
+
+impl ImageSource for ImageCursor<'_> {
+    fn start(&mut self) -> Result<(i64, u64), String> {
+        self.started = true;
+        Ok((self.image.time_floor_unix_ms, self.image.sales.len() as u64))
+    }
+
+    fn sale(&mut self) -> Result<(SaleHeader, u64), String> {
+        let next = self.sale.map_or(0, |n| n + 1);
+        let sale = self.image.sales.get(next).ok_or("no more sales")?;
+        self.sale = Some(next);
+        self.user = 0;
+        let header = SaleHeader {
+            sale_id: sale.sale_id,
+            items_per_sale: sale.items_per_sale,
+            user_limit: sale.user_limit,
+            opened_seq: sale.opened_seq,
+            items_sold: sale.items_sold,
+        };
+        Ok((header, sale.users.len() as u64))
+    }
+
+    fn user(&mut self) -> Result<UserImage, String> {
+        let sale = self.sale.and_then(|n| self.image.sales.get(n));
+        let user = sale.and_then(|sale| sale.users.get(self.user));
+        self.user += 1;
+        user.cloned().ok_or_else(|| "no more users".to_string())
+    }
 }
 
 impl Engine {
     /// The whole state. Walks every user (one stripe locked at a time):
     /// meant for an engine nobody else writes to (the snapshot builder's).
     pub fn image(&self) -> EngineImage {
-        let sales = self
+        let mut image = EngineImage {
+            time_floor_unix_ms: 0,
+            sales: Vec::new(),
+        };
+        let collected = self.image_parts(|part| {
+            match part {
+                ImagePart::Start {
+                    time_floor_unix_ms, ..
+                } => image.time_floor_unix_ms = time_floor_unix_ms,
+                ImagePart::Sale { header, users } => image.sales.push(SaleImage {
+                    sale_id: header.sale_id,
+                    items_per_sale: header.items_per_sale,
+                    user_limit: header.user_limit,
+                    opened_seq: header.opened_seq,
+                    items_sold: header.items_sold,
+                    users: Vec::with_capacity(users as usize),
+                }),
+                ImagePart::User(user) => {
+                    if let Some(sale) = image.sales.last_mut() {
+                        sale.users.push(user.clone());
+                    }
+                }
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match collected {
+            Ok(()) => image,
+        }
+    }
+
+    /// Hands the whole state to `emit` piece by piece, one user at a time
+    /// (one stripe locked at a time), stopping at its first error. Meant
+    /// for an engine nobody else writes to (the snapshot builder's).
+    pub fn image_parts<E>(
+        &self,
+        mut emit: impl FnMut(ImagePart<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let sales: Vec<(Arc<SaleState>, u64)> = self
             .sales
             .all()
-            .iter()
-            .map(|sale| sale_image(sale))
-            .filter(|sale| sale.opened_seq != 0 || !sale.users.is_empty())
+            .into_iter()
+            .map(|sale| {
+                let mut users = 0u64;
+                sale.users
+                    .for_each_stripe(|stripe| users += u64::from(stripe.len()));
+                (sale, users)
+            })
+            .filter(|(sale, users)| sale.opened_seq() != 0 || *users > 0)
             .collect();
-        EngineImage {
+        emit(ImagePart::Start {
             time_floor_unix_ms: self.time_floor_unix_ms.load(Ordering::Acquire),
-            sales,
-        }
-    }
-
-    /// Rebuilds `image` into this engine, which should be fresh; errors
-    /// name `covered_seq` or the record a purchase came from. Sales that
-    /// left retention by now are skipped, as replay skips their records.
-    pub fn restore(&self, image: &EngineImage, covered_seq: u64) -> Result<(), ReplayError> {
-        if image.time_floor_unix_ms > TIME_FLOOR_UNIX_MS_MAX {
-            return Err(ReplayError {
-                seq: covered_seq,
-                why: format!(
-                    "snapshot time {} ms is after the year 4000",
-                    image.time_floor_unix_ms
-                ),
-            });
-        }
-        self.raise_time_floor(image.time_floor_unix_ms);
-        for sale in &image.sales {
-            self.restore_sale(sale, covered_seq)?;
-        }
-        Ok(())
-    }
-
-    fn restore_sale(&self, image: &SaleImage, covered_seq: u64) -> Result<(), ReplayError> {
-        let bad = |why: String| ReplayError {
-            seq: covered_seq,
-            why,
-        };
-        let sale_id = SaleId::from_number(image.sale_id)
-            .ok_or_else(|| bad(format!("snapshot sale id {} is not a sale", image.sale_id)))?;
-        if image.opened_seq != 0 {
-            let opened = SaleOpenedRecord {
-                // Unused: the image's time floor is raised once, above.
-                at_unix_ms: 0,
-                sale_id: image.sale_id,
-                items_per_sale: image.items_per_sale,
-                user_limit: image.user_limit,
-            };
-            if self.apply_sale_opened(image.opened_seq, &opened)? == Applied::Expired {
-                return Ok(());
-            }
-        } else if self.is_expired(sale_id) {
-            return Ok(());
-        }
-        for user in &image.users {
-            self.restore_user(sale_id, user, covered_seq)?;
-        }
-        let sold = self
-            .sales
-            .get(sale_id)
-            .map_or(0, |sale| sale.inventory.items_sold());
-        if sold != image.items_sold {
-            return Err(bad(format!(
-                "snapshot sale {sale_id} says {} items sold, its purchases sell {sold}",
-                image.items_sold
-            )));
-        }
-        Ok(())
-    }
-
-    fn restore_user(
-        &self,
-        sale_id: SaleId,
-        image: &UserImage,
-        covered_seq: u64,
-    ) -> Result<(), ReplayError> {
-        let user = UserId::parse(&image.user_id).map_err(|e| ReplayError {
-            seq: covered_seq,
-            why: format!("snapshot user id {:?}: {e}", image.user_id),
+            sales: sales.len() as u64,
         })?;
-        let user = user.as_str();
-        for purchase in &image.purchases {
-            // 0 and u64::MAX mean "no record" to the inventory: a purchase
-            // naming either is damage, not a claim to publish.
-            if purchase.seq == 0 || purchase.seq == u64::MAX {
-                return Err(ReplayError {
-                    seq: covered_seq,
-                    why: format!(
-                        "snapshot purchase of {:?} has the reserved record number {}",
-                        image.user_id, purchase.seq
-                    ),
-                });
-            }
-            let code = CheckoutCode::from_u128(purchase.code);
-            let cart = purchase.items.iter().map(|item| item.item_index);
-            self.restore_cart(purchase.seq, sale_id, user, code, cart)?;
-            self.replay_completed(purchase.seq, sale_id, user, code, &purchase.items)?;
-        }
-        if let Some(cart) = &image.open_cart {
-            let code = CheckoutCode::from_u128(cart.code);
-            let items = cart.items.iter().copied();
-            self.restore_cart(covered_seq, sale_id, user, code, items)?;
-        }
-        Ok(())
-    }
-
-    /// Opens the cart `code` with `items`, as the checkouts that filled it did.
-    fn restore_cart(
-        &self,
-        seq: u64,
-        sale_id: SaleId,
-        user: &str,
-        code: CheckoutCode,
-        items: impl Iterator<Item = u32>,
-    ) -> Result<(), ReplayError> {
-        let mut opened_cart = true;
-        for index in items {
-            let item = ItemId {
-                sale: sale_id,
-                index,
-            };
-            self.replay_added(seq, sale_id, user, item, code, opened_cart)?;
-            opened_cart = false;
-        }
-        if opened_cart {
-            return Err(ReplayError {
-                seq,
-                why: format!("snapshot cart {code} of user {user} is empty"),
+        for (sale, users) in &sales {
+            let header = sale_header(sale);
+            emit(ImagePart::Sale {
+                header,
+                users: *users,
+            })?;
+            let mut result = Ok(());
+            sale.users.for_each_stripe(|stripe| {
+                for (slot, _) in stripe.iter() {
+                    if result.is_ok() {
+                        result = emit(ImagePart::User(&user_image(stripe, slot)));
+                    }
+                }
             });
+            result?;
         }
         Ok(())
     }
 }
 
-fn sale_image(sale: &SaleState) -> SaleImage {
-    let mut users = Vec::with_capacity(sale.users.users_count() as usize);
-    sale.users.for_each_stripe(|stripe| {
-        for (slot, state) in stripe.iter() {
-            let purchases = state
-                .purchases()
-                .map(|purchase| PurchaseImage {
-                    code: stripe.code(slot, purchase.secret).as_u128(),
-                    seq: purchase.seq,
-                    items: purchase.items().collect(),
-                })
-                .collect();
-            let open_cart = stripe.open_code(slot).map(|code| CartImage {
-                code: code.as_u128(),
-                items: state.cart().collect(),
-            });
-            users.push(UserImage {
-                user_id: state.id().to_string(),
-                purchases,
-                open_cart,
-            });
-        }
+fn user_image(stripe: &UserStripe, slot: u32) -> UserImage {
+    let state = stripe.user(slot);
+    let purchases = state
+        .purchases()
+        .map(|purchase| PurchaseImage {
+            code: stripe.code(slot, purchase.secret).as_u128(),
+            seq: purchase.seq,
+            items: purchase.items().collect(),
+        })
+        .collect();
+    let open_cart = stripe.open_code(slot).map(|code| CartImage {
+        code: code.as_u128(),
+        items: state.cart().collect(),
     });
+    UserImage {
+        user_id: state.id().to_string(),
+        purchases,
+        open_cart,
+    }
+}
+
+fn sale_header(sale: &SaleState) -> SaleHeader {
     let SaleSettings {
         items_per_sale,
         user_limit,
     } = sale.settings;
-    SaleImage {
+    SaleHeader {
         sale_id: sale.id.number(),
         items_per_sale,
         user_limit,
         opened_seq: sale.opened_seq(),
         items_sold: sale.inventory.items_sold(),
-        users,
     }
 }

@@ -55,6 +55,7 @@ mod purchase;
 mod reads;
 mod record;
 mod replay;
+mod restore;
 mod sales;
 mod snapshot;
 mod users;
@@ -85,7 +86,9 @@ pub use config::{
     PAST_SALES_RETAINED_HOURS_MIN, USERS_PER_SALE_MAX_DEFAULT, USERS_PER_SALE_MAX_LARGEST,
     USER_LIMIT_DEFAULT, USER_LIMIT_MAX,
 };
-pub use image::{CartImage, EngineImage, PurchaseImage, SaleImage, UserImage};
+pub use image::{
+    CartImage, EngineImage, ImagePart, ImageSource, PurchaseImage, SaleHeader, SaleImage, UserImage,
+};
 pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};
 pub use record::{
@@ -93,6 +96,7 @@ pub use record::{
     PurchaseOutcome, PurchaseRecord, Record, SaleOpenedRecord,
 };
 pub use replay::{Applied, ReplayError};
+pub use restore::restore_threads_default;
 pub use sales::FUTURE_SALES_KNOWN_HOURS;
 pub use snapshot::{EngineSnapshot, SaleSnapshot, StoredPurchaseSnapshot, UserSnapshot};
 pub use views::{CartView, Decided, ItemView, ItemsPage, PurchaseView, SaleStatus, SaleView};

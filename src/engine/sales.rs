@@ -95,7 +95,7 @@ impl SaleState {
     }
 
     /// Nothing happened in the sale yet (no user, no claim).
-    fn is_untouched(&self) -> bool {
+    pub fn is_untouched(&self) -> bool {
         self.users.users_count() == 0 && self.inventory.bits_set() == 0
     }
 }

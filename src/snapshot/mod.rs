@@ -32,7 +32,7 @@ mod tests;
 
 pub use format::{SnapshotBody, SnapshotDamage};
 pub use runner::SnapshotThread;
-pub use start::{start, StartError, Started, UsedSnapshot};
+pub use start::{start, StartError, StartPhases, Started, UsedSnapshot};
 pub use status::{SnapshotHealth, SnapshotMetrics, SnapshotStatus};
 pub use store::StoreError;
 pub use taker::{Snapshotter, TakeError, Taken};

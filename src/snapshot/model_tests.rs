@@ -1,7 +1,9 @@
 //! Property test: random checkouts, purchases and clock moves; then
 //! snapshots at random points, each built the way the snapshot thread
-//! builds it (the previous snapshot restored, the log after it replayed,
-//! the image written as bytes and read back). A start from every such
+//! builds it (the previous snapshot's bytes restored, the log after it
+//! replayed, the engine encoded straight to bytes, checked equal to the
+//! encoding of its image) and started from as a start does (decoded
+//! straight into the engine). A start from every such
 //! snapshot plus the log after it must equal a start from the whole log,
 //! pass the audit, and repeat every acknowledged purchase identically.
 
@@ -13,7 +15,7 @@ use crate::domain::{CheckoutCode, SaleId};
 use crate::engine::fixtures::{sale_config, Fixture};
 use crate::engine::{Engine, PurchaseItem, Record};
 use crate::recovery;
-use crate::snapshot::format::{self, SnapshotBody};
+use crate::snapshot::format::{self, BodyMeta, BodyReader, SnapshotBody};
 
 const USERS: [&str; 7] = ["ann", "ben", "cy", "dee", "eve", "fay", "gus"];
 const ITEMS: u32 = 6;
@@ -87,35 +89,47 @@ fn build(
 ) -> Result<Vec<u8>, TestCaseError> {
     let engine = fresh(f);
     let after = match previous {
-        Some(bytes) => {
-            let body = format::decode(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            engine
-                .restore(&body.image, body.seq)
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            body.seq as usize
-        }
+        Some(bytes) => restore(&engine, bytes, 1)? as usize,
         None => 0,
     };
     recovery::replay_after(&engine, after as u64, numbered(records, after, cut))
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let body = SnapshotBody {
+    let meta = BodyMeta {
+        log_id: LOG_ID,
+        seq: cut as u64,
+        written_unix_ms: 0,
+    };
+    let bytes =
+        format::encode_engine(&meta, &engine).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let whole = SnapshotBody {
         log_id: LOG_ID,
         seq: cut as u64,
         written_unix_ms: 0,
         image: engine.image(),
     };
-    format::encode(&body).map_err(|e| TestCaseError::fail(e.to_string()))
+    let whole = format::encode(&whole).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&bytes, &whole, "streamed and whole encodings differ");
+    Ok(bytes)
+}
+
+/// Restores the snapshot `bytes` into `engine` as a start does; returns
+/// the record it covers.
+fn restore(engine: &Engine, bytes: &[u8], threads: usize) -> Result<u64, TestCaseError> {
+    let fail = |e: String| TestCaseError::fail(e);
+    format::check(bytes).map_err(|e| fail(e.to_string()))?;
+    let (meta, mut reader) = BodyReader::new(bytes).map_err(|e| fail(e.to_string()))?;
+    prop_assert_eq!(meta.log_id, LOG_ID);
+    engine
+        .restore_from(&mut reader, meta.seq, threads)
+        .map_err(|e| fail(e.to_string()))?;
+    reader.finish().map_err(|e| fail(e.to_string()))?;
+    Ok(meta.seq)
 }
 
 /// A start from `bytes` and the log after it.
 fn start_from(f: &Fixture, records: &[Record], bytes: &[u8]) -> Result<Engine, TestCaseError> {
-    let body = format::decode(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(body.log_id, LOG_ID);
     let engine = fresh(f);
-    engine
-        .restore(&body.image, body.seq)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let after = body.seq as usize;
+    let after = restore(&engine, bytes, 2)? as usize;
     recovery::recover(&engine, numbered(records, after, records.len()))
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     Ok(engine)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use flashsale_wal::Storage;
 
-use super::format::SnapshotBody;
+use super::format::{BodyMeta, BodyReader, SnapshotDamage};
 use super::store::{self, StoreError};
 use crate::engine::{AuditReport, Engine, EngineConfigError, ReplayError};
 use crate::journal::WalJournal;
@@ -75,6 +75,19 @@ pub struct Started {
     /// The audit after the start, snapshot or not.
     pub audited: AuditReport,
     pub elapsed: Duration,
+    /// Where the time went, for the start line.
+    pub phases: StartPhases,
+}
+
+/// The parts of a start's time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartPhases {
+    /// Reading, checking and decoding snapshot files (also skipped ones).
+    pub snapshot_load: Duration,
+    /// Rebuilding the engine from the snapshot used.
+    pub restore: Duration,
+    pub tail_replay: Duration,
+    pub audit: Duration,
 }
 
 fn file_name_of(path: &Path) -> String {
@@ -95,37 +108,45 @@ pub fn start(
     let log_end_seq = journal.durable_seq();
     let mut skipped = Vec::new();
     let mut newest_valid_covers = None;
+    let mut phases = StartPhases::default();
     let found = store::list(storage, dir).map_err(StartError::List)?;
     for (_, path) in found.iter().rev() {
         let name = file_name_of(path);
-        let Some(body) = usable(storage, path, journal.log_id(), &mut skipped) else {
+        let loading = Instant::now();
+        let bytes = usable(storage, path, journal.log_id(), &mut skipped);
+        phases.snapshot_load += loading.elapsed();
+        let Some((bytes, meta)) = bytes else {
             continue;
         };
-        newest_valid_covers = newest_valid_covers.max(Some(body.seq));
-        if body.seq > log_end_seq {
+        newest_valid_covers = newest_valid_covers.max(Some(meta.seq));
+        if meta.seq > log_end_seq {
             return Err(StartError::BeyondLog {
                 name,
-                snapshot_seq: body.seq,
+                snapshot_seq: meta.seq,
                 log_end_seq,
             });
         }
-        if body.seq.saturating_add(1) < log_start_seq {
-            tracing::warn!(snapshot = %name, covers = body.seq, log_start_seq, "snapshot skipped: the log after it was deleted");
+        if meta.seq.saturating_add(1) < log_start_seq {
+            tracing::warn!(snapshot = %name, covers = meta.seq, log_start_seq, "snapshot skipped: the log after it was deleted");
             skipped.push(format!("{name}: the log after it was deleted"));
             continue;
         }
         let engine = new_engine()?;
-        if let Err(error) = engine.restore(&body.image, body.seq) {
+        let restoring = Instant::now();
+        let restored = restore(&engine, &bytes, meta.seq);
+        // Freeing the file's bytes need not delay the start.
+        std::thread::spawn(move || drop(bytes));
+        phases.restore += restoring.elapsed();
+        if let Err(error) = restored {
             skip_unfit(&name, &error, &mut skipped);
             continue;
         }
         let used = UsedSnapshot {
             file_name: name,
-            seq: body.seq,
-            written_unix_ms: body.written_unix_ms,
+            seq: meta.seq,
+            written_unix_ms: meta.written_unix_ms,
         };
-        drop(body);
-        return finish(engine, Some(used), skipped, journal, started);
+        return finish(engine, Some(used), skipped, journal, (started, phases));
     }
     if log_start_seq > 1 {
         return Err(StartError::Missing {
@@ -133,32 +154,56 @@ pub fn start(
             newest_valid_covers,
         });
     }
-    finish(new_engine()?, None, skipped, journal, started)
+    finish(new_engine()?, None, skipped, journal, (started, phases))
 }
 
-/// The snapshot at `path` if it is valid and of this log; else notes why
-/// not in `skipped` and the server log.
+/// The checked bytes and the body's own fields of the snapshot at
+/// `path`, if it is valid and of this log; else notes why not in
+/// `skipped` and the server log.
 fn usable(
     storage: &dyn Storage,
     path: &Path,
     log_id: u128,
     skipped: &mut Vec<String>,
-) -> Option<SnapshotBody> {
+) -> Option<(Vec<u8>, BodyMeta)> {
     let name = file_name_of(path);
-    match store::read(storage, path) {
+    let read = store::read_checked(storage, path).and_then(|bytes| {
+        let meta = BodyReader::new(&bytes)
+            .map(|(meta, _)| meta)
+            .map_err(|damage| StoreError::Damaged {
+                path: path.to_path_buf(),
+                damage,
+            })?;
+        Ok((bytes, meta))
+    });
+    match read {
         Err(error) => {
             let why = crate::error_chain(&error);
             tracing::warn!(snapshot = %name, error = %why, "damaged snapshot skipped");
             skipped.push(format!("{name}: {}", error.kind()));
             None
         }
-        Ok(body) if body.log_id != log_id => {
+        Ok((_, meta)) if meta.log_id != log_id => {
             tracing::warn!(snapshot = %name, "snapshot of another log skipped");
             skipped.push(format!("{name}: another log's"));
             None
         }
-        Ok(body) => Some(body),
+        Ok(read) => Some(read),
     }
+}
+
+/// Rebuilds the snapshot file `bytes` (checked) into `engine`, decoding
+/// as it goes; the start has the machine to itself, so every core
+/// restores.
+fn restore(engine: &Engine, bytes: &[u8], covered_seq: u64) -> Result<(), ReplayError> {
+    let damaged = |damage: SnapshotDamage| ReplayError {
+        seq: covered_seq,
+        why: damage.to_string(),
+    };
+    let (_, mut reader) = BodyReader::new(bytes).map_err(damaged)?;
+    let threads = crate::engine::restore_threads_default();
+    engine.restore_from(&mut reader, covered_seq, threads)?;
+    reader.finish().map_err(damaged)
 }
 
 fn skip_unfit(name: &str, error: &ReplayError, skipped: &mut Vec<String>) {
@@ -171,7 +216,7 @@ fn finish(
     snapshot: Option<UsedSnapshot>,
     skipped: Vec<String>,
     journal: &WalJournal,
-    started: Instant,
+    (started, mut phases): (Instant, StartPhases),
 ) -> Result<Started, StartError> {
     let after_seq = snapshot.as_ref().map_or(0, |used| used.seq);
     let records = journal
@@ -180,8 +225,12 @@ fn finish(
             after_seq,
             source: Box::new(error),
         })?;
+    let replaying = Instant::now();
     let tail = recovery::replay_after(&engine, after_seq, records)?;
+    phases.tail_replay = replaying.elapsed();
+    let auditing = Instant::now();
     let audited = engine.audit().map_err(RecoveryError::from)?;
+    phases.audit = auditing.elapsed();
     Ok(Started {
         engine,
         snapshot,
@@ -189,5 +238,6 @@ fn finish(
         tail,
         audited,
         elapsed: started.elapsed(),
+        phases,
     })
 }

@@ -110,13 +110,25 @@ pub fn write(
     body: &SnapshotBody,
 ) -> Result<Written, StoreError> {
     let bytes = format::encode(body)?;
+    write_bytes(storage, dir, body.seq, &bytes)
+}
+
+/// Writes the encoded snapshot `bytes` of record `seq` durably as the
+/// newest snapshot, then removes the ones beyond the newest
+/// `SNAPSHOTS_KEPT` and leftover temporary files.
+pub fn write_bytes(
+    storage: &dyn Storage,
+    dir: &Path,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Written, StoreError> {
     storage
         .create_dir_all(dir)
         .map_err(io_error("create directory", dir))?;
-    let path = dir.join(file_name(body.seq));
-    let tmp = dir.join(format!("{}{TMP_SUFFIX}", file_name(body.seq)));
+    let path = dir.join(file_name(seq));
+    let tmp = dir.join(format!("{}{TMP_SUFFIX}", file_name(seq)));
     let mut file = storage.create(&tmp).map_err(io_error("create", &tmp))?;
-    file.write_all_at(0, &bytes)
+    file.write_all_at(0, bytes)
         .map_err(io_error("write", &tmp))?;
     file.sync_data().map_err(io_error("fdatasync", &tmp))?;
     drop(file);
@@ -174,11 +186,18 @@ pub fn read(storage: &dyn Storage, path: &Path) -> Result<SnapshotBody, StoreErr
 /// Checks the snapshot at `path` (header and checksum) without decoding
 /// it: retention trusts only a snapshot a start could use.
 pub fn check(storage: &dyn Storage, path: &Path) -> Result<(), StoreError> {
+    read_checked(storage, path).map(drop)
+}
+
+/// The bytes of the snapshot at `path` (from the disk, not the page
+/// cache), its header and checksum checked, for [`format::BodyReader`].
+pub fn read_checked(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>, StoreError> {
     let bytes = read_bytes(storage, path)?;
     format::check(&bytes).map_err(|damage| StoreError::Damaged {
         path: path.to_path_buf(),
         damage,
-    })
+    })?;
+    Ok(bytes)
 }
 
 fn read_bytes(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>, StoreError> {

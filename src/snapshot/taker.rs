@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use flashsale_wal::{Storage, Wal, WalError};
 
-use super::format::SnapshotBody;
+use super::format::{self, BodyMeta, BodyReader};
 use super::start::{StartError, UsedSnapshot};
 use super::status::{SnapshotMetrics, SnapshotStatus};
 use super::store::{self, StoreError};
@@ -108,23 +108,33 @@ impl Snapshotter {
     fn base(&self) -> Result<(Engine, Option<UsedSnapshot>), TakeError> {
         let found = store::list(self.storage.as_ref(), &self.dir)?;
         for (_, path) in found.iter().rev() {
-            let Ok(body) = store::read(self.storage.as_ref(), path) else {
+            let Ok(bytes) = store::read_checked(self.storage.as_ref(), path) else {
                 continue;
             };
-            if body.log_id != self.journal.log_id()
-                || body.seq.saturating_add(1) < self.journal.first_seq()
+            let Ok((meta, mut reader)) = BodyReader::new(&bytes) else {
+                continue;
+            };
+            if meta.log_id != self.journal.log_id()
+                || meta.seq.saturating_add(1) < self.journal.first_seq()
             {
                 continue;
             }
             let engine = self.private_engine()?;
             let name = path.display().to_string();
+            // One thread: the serving engine needs the other cores.
             engine
-                .restore(&body.image, body.seq)
+                .restore_from(&mut reader, meta.seq, 1)
+                .and_then(|()| {
+                    reader.finish().map_err(|damage| ReplayError {
+                        seq: meta.seq,
+                        why: damage.to_string(),
+                    })
+                })
                 .map_err(|source| TakeError::Restore { name, source })?;
             let used = UsedSnapshot {
                 file_name: String::new(),
-                seq: body.seq,
-                written_unix_ms: body.written_unix_ms,
+                seq: meta.seq,
+                written_unix_ms: meta.written_unix_ms,
             };
             return Ok((engine, Some(used)));
         }
@@ -158,14 +168,15 @@ impl Snapshotter {
             .take_while(|item| item.as_ref().map_or(true, |(seq, _)| *seq <= target_seq));
         let replayed = recovery::replay_after(&engine, after_seq, records)?;
         engine.audit()?;
-        let body = SnapshotBody {
+        let body = BodyMeta {
             log_id: self.journal.log_id(),
             seq: replayed.last_seq,
             written_unix_ms: chrono::Utc::now().timestamp_millis(),
-            image: engine.image(),
         };
+        let bytes = format::encode_engine(&body, &engine).map_err(StoreError::from)?;
         drop(engine);
-        let written = store::write(self.storage.as_ref(), &self.dir, &body)?;
+        let written = store::write_bytes(self.storage.as_ref(), &self.dir, body.seq, &bytes)?;
+        drop(bytes);
         let file = store::file_name(body.seq);
         self.status.set_newest(body.seq, file, body.written_unix_ms);
         self.metrics.snapshots_written_total.inc();
