@@ -28,6 +28,11 @@ use flashsale::journal::WalJournal;
 use flashsale::snapshot::{self, SnapshotMetrics, SnapshotStatus, Snapshotter};
 use flashsale_wal::{FsStorage, SyncMode, Wal, WalConfig};
 
+/// The server's allocator (src/main.rs), so that the start is timed as
+/// the server makes it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

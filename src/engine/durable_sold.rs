@@ -58,6 +58,25 @@ impl DurableSold {
         );
     }
 
+    /// Restore: marks `index` durably sold, leaving the count to
+    /// `count_restored` (restoring threads would contend on it).
+    pub fn restore(&self, index: u32) {
+        let mask = 1u64 << (index % 64);
+        let before = self.words[(index / 64) as usize].fetch_or(mask, Ordering::AcqRel);
+        assert_eq!(before & mask, 0, "item {index} durably sold twice");
+    }
+
+    /// After a restore into an empty sale: the count from the bits.
+    pub fn count_restored(&self) {
+        let count: u32 = self
+            .words
+            .iter()
+            .map(|w| w.load(Ordering::Acquire).count_ones())
+            .sum();
+        assert!(count <= self.items_total, "more items sold than exist");
+        self.count.store(count, Ordering::Release);
+    }
+
     /// Moves every pending claim whose record is at or below
     /// `durable_seq` into the sold bits.
     pub fn settle(&self, durable_seq: u64) {

@@ -222,6 +222,38 @@ impl Inventory {
         Ok(())
     }
 
+    /// Restore: marks the item sold by record `seq` as `claim_for_replay`
+    /// does, but leaves the counts to `count_restored`: the restoring
+    /// threads would otherwise contend on them for every item (a profile
+    /// of a start of 10^6 users showed it as 6% of the start's CPU).
+    pub fn claim_for_restore(&self, index: u32, seq: u64) -> Result<(), u64> {
+        assert!(seq != CLAIM_UNPUBLISHED && seq != CLAIM_FAILED);
+        if !self.try_claim(index) {
+            return Err(self.claim_seqs[index as usize].load(Ordering::Acquire));
+        }
+        let before = self.claim_seqs[index as usize].swap(seq, Ordering::AcqRel);
+        assert_eq!(before, CLAIM_UNPUBLISHED, "item {index} published twice");
+        self.durable.restore(index);
+        Ok(())
+    }
+
+    /// After a restore into an empty sale (only `claim_for_restore` set
+    /// bits): the counts from the bits and the claims.
+    pub fn count_restored(&self) {
+        let sold = self.bits_set();
+        assert!(sold <= self.items_total);
+        self.items_sold.store(sold, Ordering::Release);
+        let seq_max = self
+            .claim_seqs
+            .iter()
+            .map(|seq| seq.load(Ordering::Acquire))
+            .filter(|&seq| seq != CLAIM_FAILED)
+            .max()
+            .unwrap_or(0);
+        self.claim_seq_max.fetch_max(seq_max, Ordering::AcqRel);
+        self.durable.count_restored();
+    }
+
     /// Items whose bit is set, counted from the bitset.
     pub fn bits_set(&self) -> u32 {
         self.words

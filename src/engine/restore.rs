@@ -122,7 +122,11 @@ impl Engine {
         if !sale.is_untouched() {
             return Err(bad(format!("sale {sale_id} is listed twice")));
         }
-        restore_users(&sale, users, source, covered_seq, threads)?;
+        sale.users.reserve(users);
+        let restored = restore_users(&sale, users, source, covered_seq, threads);
+        // Also after an error: the engine is dropped, but consistently.
+        sale.inventory.count_restored();
+        restored?;
         let sold = sale.inventory.items_sold();
         if sold != header.items_sold {
             return Err(bad(format!(
@@ -237,7 +241,6 @@ fn restore_user(sale: &SaleState, stripe_number: usize, image: &UserImage) -> Re
         .next_slot()
         .ok_or_else(|| format!("stripe {stripe_number} is full"))?;
     let locator = stripe.locator(slot);
-    let mut secrets = Vec::with_capacity(image.purchases.len() + 1);
     for purchase in &image.purchases {
         if purchase.seq == 0 || purchase.seq == u64::MAX {
             return Err(format!(
@@ -246,19 +249,12 @@ fn restore_user(sale: &SaleState, stripe_number: usize, image: &UserImage) -> Re
             ));
         }
         let cart = purchase.items.iter().map(|item| item.item_index);
-        check_cart(sale, purchase.code, cart, locator, &mut secrets)?;
+        check_cart(sale, purchase.code, cart, locator)?;
     }
     if let Some(cart) = &image.open_cart {
-        let items = cart.items.iter().copied();
-        check_cart(sale, cart.code, items, locator, &mut secrets)?;
+        check_cart(sale, cart.code, cart.items.iter().copied(), locator)?;
     }
-    if secrets.is_empty() {
-        return Err("holds neither a cart nor a purchase".to_string());
-    }
-    secrets.sort_unstable();
-    if secrets.windows(2).any(|pair| pair[0] == pair[1]) {
-        return Err("two of the user's codes share a secret".to_string());
-    }
+    check_secrets(image)?;
     claim_bought(sale, &image.purchases)?;
     sale.users.count_user();
     write_user(&mut stripe, user.as_str(), image);
@@ -267,13 +263,14 @@ fn restore_user(sale: &SaleState, stripe_number: usize, image: &UserImage) -> Re
 
 /// A cart (open or purchased) the user in `locator` may hold: its code
 /// names that slot exactly, it is not empty and within the user limit,
-/// and each item is of the sale and in it once. Notes its secret.
+/// and each item is of the sale and in it once. Carts are bounded by the
+/// limit, so the quadratic check is small and allocates nothing (this
+/// runs for each of millions of users at a start).
 fn check_cart(
     sale: &SaleState,
     code: u128,
-    items: impl Iterator<Item = u32>,
+    items: impl Iterator<Item = u32> + Clone,
     locator: Locator,
-    secrets: &mut Vec<[u32; 3]>,
 ) -> Result<(), String> {
     let code = CheckoutCode::from_u128(code);
     let (secret, named) = codes::split(code);
@@ -282,23 +279,43 @@ fn check_cart(
             "code {code} names {named}, but the user's place is {locator}"
         ));
     }
-    secrets.push(secret.words());
     let settings = &sale.settings;
-    let mut cart: Vec<u32> = Vec::new();
-    for index in items {
+    let len = items.clone().count();
+    if len == 0 {
+        return Err(format!("cart {code} is empty"));
+    }
+    if len > settings.user_limit as usize {
+        return Err(format!("cart {code} holds more than the user limit"));
+    }
+    for (position, index) in items.clone().enumerate() {
         if index >= settings.items_per_sale {
             return Err(format!("cart {code} holds item {index}, not of the sale"));
         }
-        if cart.contains(&index) {
+        if items.clone().take(position).any(|earlier| earlier == index) {
             return Err(format!("cart {code} holds item {index} twice"));
         }
-        if cart.len() >= settings.user_limit as usize {
-            return Err(format!("cart {code} holds more than the user limit"));
-        }
-        cart.push(index);
     }
-    if cart.is_empty() {
-        return Err(format!("cart {code} is empty"));
+    Ok(())
+}
+
+/// The user holds at least one code, and no two share a secret.
+/// Purchases per user are few (each bought or lost a raced item), so the
+/// quadratic check allocates nothing.
+fn check_secrets(image: &UserImage) -> Result<(), String> {
+    let open = image.open_cart.iter().map(|cart| cart.code);
+    let all = image.purchases.iter().map(|p| p.code).chain(open);
+    let secret = |code: u128| codes::split(CheckoutCode::from_u128(code)).0;
+    if all.clone().next().is_none() {
+        return Err("holds neither a cart nor a purchase".to_string());
+    }
+    for (position, code) in all.clone().enumerate() {
+        if all
+            .clone()
+            .take(position)
+            .any(|c| secret(c) == secret(code))
+        {
+            return Err("two of the user's codes share a secret".to_string());
+        }
     }
     Ok(())
 }
@@ -309,7 +326,7 @@ fn claim_bought(sale: &SaleState, purchases: &[PurchaseImage]) -> Result<(), Str
     for purchase in purchases {
         for item in purchase.items.iter().filter(|item| item.is_bought()) {
             sale.inventory
-                .claim_for_replay(item.item_index, purchase.seq)
+                .claim_for_restore(item.item_index, purchase.seq)
                 .map_err(|earlier| {
                     format!(
                         "item {} bought by record {}, but sold already by record {earlier}",

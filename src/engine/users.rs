@@ -321,6 +321,19 @@ impl UserStripe {
         slot
     }
 
+    /// Makes room for `additional` more users without rehashing.
+    pub fn reserve(&mut self, additional: usize) {
+        let Self {
+            chunks,
+            index,
+            hasher,
+            ..
+        } = self;
+        let rehash = |&s: &u32| hasher.hash_one(slot_in(chunks, s).map_or("", UserState::id));
+        index.reserve(additional, rehash);
+        chunks.reserve(additional / SLOTS_PER_CHUNK + 1);
+    }
+
     /// Every user with its slot, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &UserState)> {
         self.chunks.iter().flatten().zip(0..).map(|(s, n)| (n, s))
@@ -410,6 +423,17 @@ impl UserTable {
 
     pub fn users_count(&self) -> u32 {
         self.users_count.load(Ordering::Acquire)
+    }
+
+    /// Makes room for `users` users spread over the stripes (a restore
+    /// that knows how many follow); at most `users_max` are counted.
+    pub fn reserve(&self, users: u64) {
+        let users = users.min(u64::from(self.users_max)) as usize;
+        // The stripe hash spreads ids within about 15% of the mean.
+        let per_stripe = users / USER_STRIPES + users / USER_STRIPES / 6 + 1;
+        for stripe in self.stripes.iter() {
+            stripe.lock().reserve(per_stripe);
+        }
     }
 
     /// Calls `visit` for every stripe, one locked at a time, in order.

@@ -42,6 +42,10 @@ pub async fn read_whole_body(
         .app_data::<web::Data<BodyReadTimeout>>()
         .map_or(crate::config::REQUEST_BODY_READ_TIMEOUT, |t| t.0);
     let mut payload = request.take_payload();
+    if matches!(payload, Payload::None) {
+        // No body at all (most requests): no timer to arm, nothing to read.
+        return next.call(request).await;
+    }
     let refusal = match tokio::time::timeout(timeout, discard(&mut payload)).await {
         Ok(Ok(())) => return next.call(request).await,
         Ok(Err(refusal)) => refusal,
