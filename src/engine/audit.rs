@@ -5,9 +5,11 @@
 //! limit leaves, codes and carts agree). A log that passes both rebuilds
 //! exactly the state the engine had before the crash.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use super::outcome::{ItemOutcome, PurchaseItem};
 use super::sales::SaleState;
-use super::users::UserState;
+use super::users::{UserState, USER_STRIPES};
 use super::Engine;
 use crate::domain::{ItemId, SaleId};
 
@@ -31,11 +33,17 @@ pub struct AuditReport {
 }
 
 impl Engine {
-    /// Checks the invariants of every held sale.
+    /// Checks the invariants of every held sale, on one thread.
     pub fn audit(&self) -> Result<AuditReport, AuditError> {
+        self.audit_with_threads(1)
+    }
+
+    /// `audit` with the users of each sale shared among up to `threads`
+    /// threads by stripe (a start has the machine to itself).
+    pub fn audit_with_threads(&self, threads: usize) -> Result<AuditReport, AuditError> {
         let mut report = AuditReport::default();
         for sale in self.sales.all() {
-            let counts = self.audit_sale(&sale)?;
+            let counts = self.audit_sale(&sale, threads)?;
             report.sales += 1;
             report.items_sold += counts.items_sold;
             report.users += counts.users;
@@ -45,7 +53,7 @@ impl Engine {
         Ok(report)
     }
 
-    fn audit_sale(&self, sale: &SaleState) -> Result<AuditReport, AuditError> {
+    fn audit_sale(&self, sale: &SaleState, threads: usize) -> Result<AuditReport, AuditError> {
         let fail = |why: String| AuditError { sale: sale.id, why };
         let item = |index: u32| ItemId {
             sale: sale.id,
@@ -59,10 +67,8 @@ impl Engine {
             )));
         }
         // Which purchase (its seq; 0: none) bought each item, by index.
-        let mut bought_by = BoughtBy::new(inventory.items_total());
-        let mut report = AuditReport::default();
-        self.audit_users(sale, &mut bought_by, &mut report)
-            .map_err(fail)?;
+        let bought_by = BoughtBy::new(inventory.items_total());
+        let mut report = audit_users(sale, &bought_by, threads).map_err(fail)?;
         for (index, seq) in inventory.claims() {
             match (seq, bought_by.get(index)) {
                 (Some(seq), Some(bought_seq)) if seq == bought_seq => {}
@@ -84,41 +90,63 @@ impl Engine {
         report.items_sold = u64::from(bits_set);
         Ok(report)
     }
+}
 
-    /// Checks every stripe and user of `sale`, and fills `bought_by` with
-    /// the items the users' stored purchases bought.
-    fn audit_users(
-        &self,
-        sale: &SaleState,
-        bought_by: &mut BoughtBy,
-        report: &mut AuditReport,
-    ) -> Result<(), String> {
-        let mut problem = None;
-        sale.users.for_each_stripe(|stripe| {
-            if problem.is_some() {
-                return;
+/// Checks every stripe and user of `sale` with up to `threads` threads
+/// (each owning whole stripes), and fills `bought_by` with the items the
+/// users' stored purchases bought.
+fn audit_users(
+    sale: &SaleState,
+    bought_by: &BoughtBy,
+    threads: usize,
+) -> Result<AuditReport, String> {
+    let parts = threads.clamp(1, USER_STRIPES);
+    let audit_part = |part: usize| -> Result<AuditReport, String> {
+        let mut report = AuditReport::default();
+        for number in (part..USER_STRIPES).step_by(parts) {
+            let stripe = sale.users.lock_stripe(number);
+            stripe.check()?;
+            for (_, state) in stripe.iter() {
+                report.users += 1;
+                report.open_carts += u64::from(state.open_secret().is_some());
+                report.purchases += state.purchases().count() as u64;
+                audit_user(sale, state, bought_by)?;
             }
-            let checked = stripe.check().and_then(|()| {
-                stripe.iter().try_for_each(|(_, state)| {
-                    report.users += 1;
-                    report.open_carts += u64::from(state.open_secret().is_some());
-                    report.purchases += state.purchases().count() as u64;
-                    audit_user(sale, state, bought_by)
-                })
-            });
-            problem = checked.err();
-        });
-        let counted = u64::from(sale.users.users_count());
-        if problem.is_none() && counted != report.users {
-            problem = Some(format!("{counted} users counted, {} held", report.users));
         }
-        problem.map_or(Ok(()), Err)
+        Ok(report)
+    };
+    let results: Vec<Result<AuditReport, String>> = if parts == 1 {
+        vec![audit_part(0)]
+    } else {
+        let audit_part = &audit_part;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..parts)
+                .map(|part| scope.spawn(move || audit_part(part)))
+                .collect();
+            let joined = handles.into_iter().map(|handle| handle.join());
+            let panicked = || Err("an audit thread panicked".to_string());
+            joined
+                .map(|result| result.unwrap_or_else(|_| panicked()))
+                .collect()
+        })
+    };
+    let mut report = AuditReport::default();
+    for part in results {
+        let part = part?;
+        report.users += part.users;
+        report.open_carts += part.open_carts;
+        report.purchases += part.purchases;
     }
+    let counted = u64::from(sale.users.users_count());
+    if counted != report.users {
+        return Err(format!("{counted} users counted, {} held", report.users));
+    }
+    Ok(report)
 }
 
 /// Checks one user's counts, limit and codes, and records in `bought_by`
 /// what its purchases bought.
-fn audit_user(sale: &SaleState, state: &UserState, bought_by: &mut BoughtBy) -> Result<(), String> {
+fn audit_user(sale: &SaleState, state: &UserState, bought_by: &BoughtBy) -> Result<(), String> {
     let (user, limit) = (state.id(), sale.settings.user_limit);
     let purchased = u32::from(state.purchased());
     let cart_len = state.cart_len() as u32;
@@ -164,46 +192,46 @@ fn audit_user(sale: &SaleState, state: &UserState, bought_by: &mut BoughtBy) -> 
 }
 
 /// Which purchase bought each item of a sale: one word per item (dense,
-/// as the sale's items are), 0 for none (no record has number 0).
+/// as the sale's items are), 0 for none (no record has number 0); shared
+/// by the audit's threads.
 struct BoughtBy {
-    seq_by_index: Vec<u64>,
-    count: usize,
+    seq_by_index: Vec<AtomicU64>,
+    count: AtomicUsize,
 }
 
 impl BoughtBy {
     fn new(items_total: u32) -> BoughtBy {
         BoughtBy {
-            seq_by_index: vec![0; items_total as usize],
-            count: 0,
+            seq_by_index: (0..items_total).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicUsize::new(0),
         }
     }
 
     /// Notes that record `seq` bought `index`; the earlier buyer if one
     /// did already.
-    fn insert(&mut self, index: u32, seq: u64) -> Result<Option<u64>, String> {
-        let Some(slot) = self.seq_by_index.get_mut(index as usize) else {
+    fn insert(&self, index: u32, seq: u64) -> Result<Option<u64>, String> {
+        let Some(slot) = self.seq_by_index.get(index as usize) else {
             return Err(format!("item index {index} is past the sale's items"));
         };
         if seq == 0 {
             return Err(format!("item index {index} bought by record 0"));
         }
-        if *slot != 0 {
-            return Ok(Some(*slot));
+        match slot.compare_exchange(0, seq, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                self.count.fetch_add(1, Ordering::AcqRel);
+                Ok(None)
+            }
+            Err(earlier) => Ok(Some(earlier)),
         }
-        *slot = seq;
-        self.count += 1;
-        Ok(None)
     }
 
     fn get(&self, index: u32) -> Option<u64> {
-        self.seq_by_index
-            .get(index as usize)
-            .copied()
-            .filter(|&seq| seq != 0)
+        let slot = self.seq_by_index.get(index as usize)?;
+        Some(slot.load(Ordering::Acquire)).filter(|&seq| seq != 0)
     }
 
     fn len(&self) -> usize {
-        self.count
+        self.count.load(Ordering::Acquire)
     }
 
     fn indices(&self) -> impl Iterator<Item = u32> + '_ {

@@ -229,7 +229,10 @@ fn finish(
     let tail = recovery::replay_after(&engine, after_seq, records)?;
     phases.tail_replay = replaying.elapsed();
     let auditing = Instant::now();
-    let audited = engine.audit().map_err(RecoveryError::from)?;
+    let threads = crate::engine::restore_threads_default();
+    let audited = engine
+        .audit_with_threads(threads)
+        .map_err(RecoveryError::from)?;
     phases.audit = auditing.elapsed();
     Ok(Started {
         engine,
