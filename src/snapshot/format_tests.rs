@@ -140,7 +140,9 @@ fn a_threaded_restore_of_many_users_rebuilds_the_same_engine_as_one_thread() {
         assert_eq!(read, meta);
         engine.restore_from(&mut reader, read.seq, threads).unwrap();
         reader.finish().unwrap();
-        engine.audit().unwrap();
+        let audited = engine.audit().unwrap();
+        assert_eq!(engine.audit_with_threads(threads).unwrap(), audited);
+        assert_eq!(audited.users, 12_000);
         assert_eq!(engine.snapshot(), f.engine.snapshot(), "{threads} threads");
     }
 }
