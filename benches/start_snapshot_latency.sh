@@ -11,6 +11,11 @@
 #
 # Settings (environment): RATE=2000 DURATION_SECONDS=20 ROUNDS=3
 #   SNAPSHOT_INTERVAL=5000 CONNECTIONS=64
+#   BASE_DIR: a data directory copied afresh for each run (default: an
+#   empty one), so that each snapshot holds a large state; e.g. the one
+#   `START_GENERATE_ONLY=1 benches/start.sh`'s bench leaves, 10^6 users
+#   (its sale has 10^6 items: ITEMS_PER_SALE=1000000).
+#   ITEMS_PER_SALE: passed to the server when set.
 set -euo pipefail
 RATE=${RATE:-2000}
 DURATION_SECONDS=${DURATION_SECONDS:-20}
@@ -36,11 +41,14 @@ json_number() {
 run() {
   local name=$1 interval=$2 port=18480
   rm -rf "$work/data"
+  if [ -n "${BASE_DIR:-}" ]; then cp -a "$BASE_DIR" "$work/data"; fi
+  local items=()
+  if [ -n "${ITEMS_PER_SALE:-}" ]; then items=(--items-per-sale "$ITEMS_PER_SALE"); fi
   target/release/flashsale serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
-    --user-writes-per-second 0 --client-requests-per-second 0 \
+    --user-writes-per-second 0 --client-requests-per-second 0 "${items[@]}" \
     --snapshot-interval-records "$interval" >"$work/$name.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 600); do
     curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.1
   done
