@@ -24,6 +24,7 @@
 
 pub mod batch;
 pub mod follow;
+pub mod lease;
 pub mod stream;
 
 use std::time::Duration;
