@@ -47,6 +47,7 @@ async fn create_stream(js: &jetstream::Context, replicas: usize) {
     })
     .await
     .expect("create stream");
+    nats::wait_until_stream_listens(js, SUBJECT).await;
 }
 
 /// Publishes `payload` with a message id and an expected last sequence;
@@ -73,13 +74,18 @@ fn error_code(error: &jetstream::context::PublishError) -> Option<ErrorCode> {
 }
 
 async fn stale_expectation_gets_10071(js: &jetstream::Context) {
-    let first = publish(js, "e1-b1", 0, "first").await.expect("first append");
+    let first = publish(js, "e1-b1", 0, "first")
+        .await
+        .expect("first append");
     assert_eq!(first.sequence, 1);
     assert!(!first.duplicate);
     // A second writer still believes the stream is empty.
     let error = publish(js, "e2-b1", 0, "stale").await.expect_err("fenced");
     assert_eq!(error.kind(), PublishErrorKind::WrongLastSequence);
-    assert_eq!(error_code(&error), Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE));
+    assert_eq!(
+        error_code(&error),
+        Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
+    );
     assert_eq!(ErrorCode::STREAM_WRONG_LAST_SEQUENCE, ErrorCode(10071));
 }
 
@@ -121,12 +127,18 @@ async fn retry_is_a_duplicate_with_the_original_sequence(
             assert_eq!(ack.sequence, original.sequence);
         }
         (Err(error), StaleRetry::WrongLastSequence) => {
-            assert_eq!(error_code(&error), Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE));
+            assert_eq!(
+                error_code(&error),
+                Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
+            );
         }
         (answer, expected) => panic!("expected {expected:?}, got {answer:?}"),
     }
     let info = stream.get_info().await.expect("info");
-    assert_eq!(info.state.last_sequence, original.sequence, "not appended twice");
+    assert_eq!(
+        info.state.last_sequence, original.sequence,
+        "not appended twice"
+    );
     assert_eq!(info.state.messages, original.sequence);
 }
 
@@ -141,6 +153,7 @@ async fn stale_revision_is_refused(js: &jetstream::Context, replicas: usize) {
         })
         .await
         .expect("create bucket");
+    nats::wait_until_stream_listens(js, "$KV.protocol-lease.owner").await;
     let first = store
         .create("owner", Bytes::from_static(b"a"))
         .await

@@ -113,11 +113,10 @@ impl Batch {
         out.extend_from_slice(&self.first_seq.to_le_bytes());
         out.extend_from_slice(&count.to_le_bytes());
         for record in &self.records {
-            let record_bytes = u32::try_from(record.len()).map_err(|_| {
-                EncodeError::RecordTooLong {
+            let record_bytes =
+                u32::try_from(record.len()).map_err(|_| EncodeError::RecordTooLong {
                     record_bytes: record.len(),
-                }
-            })?;
+                })?;
             out.extend_from_slice(&record_bytes.to_le_bytes());
             out.extend_from_slice(record);
         }

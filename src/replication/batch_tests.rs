@@ -46,7 +46,10 @@ fn every_damaged_byte_is_refused() {
 fn every_truncation_is_refused() {
     let bytes = sample().encode().unwrap();
     for len in 0..bytes.len() {
-        assert!(Batch::decode(&bytes[..len]).is_err(), "{len} bytes accepted");
+        assert!(
+            Batch::decode(&bytes[..len]).is_err(),
+            "{len} bytes accepted"
+        );
     }
 }
 

@@ -31,6 +31,8 @@ use async_nats::jetstream::{self, kv, stream::StorageType};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::{retry_for, OPEN_TIMEOUT_MS};
+
 /// The key that holds the owner.
 pub const LEASE_KEY: &str = "owner";
 
@@ -120,7 +122,8 @@ struct Observed {
 }
 
 impl Lease {
-    /// Opens the bucket, creating it if needed.
+    /// Opens the bucket, creating it if needed; keeps trying for
+    /// `OPEN_TIMEOUT_MS` while NATS does not answer.
     pub async fn open(
         jetstream: &jetstream::Context,
         settings: &LeaseSettings,
@@ -134,15 +137,12 @@ impl Lease {
             num_replicas: settings.replicas,
             ..Default::default()
         };
-        let store = match jetstream.create_key_value(config).await {
-            Ok(store) => store,
-            // Another node created it with another description, or
-            // meanwhile: use it as it is.
-            Err(source) => match jetstream.get_key_value(&bucket).await {
-                Ok(store) => store,
-                Err(_) => return Err(LeaseError::Bucket { bucket, source }),
-            },
-        };
+        let store = retry_for(
+            OPEN_TIMEOUT_MS,
+            || open_bucket(jetstream, &config),
+            |_| true,
+        )
+        .await?;
         Ok(Lease {
             store,
             node_id: settings.node_id.clone(),
@@ -161,11 +161,18 @@ impl Lease {
     /// Reads the lease; takes it if it is free or its holder has been
     /// silent for the lease duration.
     pub async fn acquire(&mut self) -> Result<Acquire, LeaseError> {
-        let entry = self.store.entry(LEASE_KEY).await.map_err(LeaseError::Read)?;
+        let entry = self
+            .store
+            .entry(LEASE_KEY)
+            .await
+            .map_err(LeaseError::Read)?;
         let Some(entry) = entry else {
             return self.take(0).await;
         };
-        if matches!(entry.operation, kv::Operation::Delete | kv::Operation::Purge) {
+        if matches!(
+            entry.operation,
+            kv::Operation::Delete | kv::Operation::Purge
+        ) {
             return self.take(entry.revision).await;
         }
         let holder = serde_json::from_slice::<Holder>(&entry.value).ok();
@@ -210,7 +217,11 @@ impl Lease {
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 // Refused: either an earlier renewal of ours landed though
                 // its answer was lost, or another node took over.
-                let entry = self.store.entry(LEASE_KEY).await.map_err(LeaseError::Read)?;
+                let entry = self
+                    .store
+                    .entry(LEASE_KEY)
+                    .await
+                    .map_err(LeaseError::Read)?;
                 let ours = entry.filter(|e| {
                     e.operation == kv::Operation::Put
                         && serde_json::from_slice::<Holder>(&e.value).ok()
@@ -278,6 +289,24 @@ impl Lease {
     fn value(&self, epoch: u64) -> Result<Bytes, LeaseError> {
         let bytes = serde_json::to_vec(&self.holder(epoch)).map_err(LeaseError::Encode)?;
         Ok(Bytes::from(bytes))
+    }
+}
+
+/// The bucket, created if there is none (or opened as another node
+/// created it, meanwhile or with another description).
+async fn open_bucket(
+    jetstream: &jetstream::Context,
+    config: &kv::Config,
+) -> Result<kv::Store, LeaseError> {
+    match jetstream.create_key_value(config.clone()).await {
+        Ok(store) => Ok(store),
+        Err(source) => match jetstream.get_key_value(&config.bucket).await {
+            Ok(store) => Ok(store),
+            Err(_) => Err(LeaseError::Bucket {
+                bucket: config.bucket.clone(),
+                source,
+            }),
+        },
     }
 }
 

@@ -26,8 +26,10 @@ pub mod batch;
 pub mod follow;
 pub mod lease;
 pub mod stream;
+mod stream_config;
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
@@ -36,6 +38,12 @@ pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// How long a JetStream request or a publish acknowledgment may take
 /// before it counts as lost (indeterminate, for a publish).
 pub const REQUEST_TIMEOUT_MS: u64 = 2_000;
+
+/// How long opening the stream or the lease bucket keeps trying: their
+/// creation is a Raft round with an fsync on every replica, which can take
+/// longer than one request timeout on a loaded machine.
+pub const OPEN_TIMEOUT_MS: u64 = 15_000;
+const OPEN_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Where and how to reach NATS.
 #[derive(Debug, Clone)]
@@ -104,4 +112,26 @@ pub async fn connect(settings: &ConnectSettings) -> Result<jetstream::Context, C
         .timeout(request_timeout)
         .ack_timeout(request_timeout)
         .build(client))
+}
+
+/// Runs `attempt` again after a `retryable` error until it succeeds, fails
+/// otherwise, or `budget_ms` have passed (plus at most one attempt, which
+/// its own request timeout bounds); the last error if none succeeded.
+pub(crate) async fn retry_for<T, E, Fut>(
+    budget_ms: u64,
+    mut attempt: impl FnMut() -> Fut,
+    retryable: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + Duration::from_millis(budget_ms);
+    loop {
+        match attempt().await {
+            Err(error) if retryable(&error) && Instant::now() + OPEN_RETRY_PAUSE < deadline => {
+                tokio::time::sleep(OPEN_RETRY_PAUSE).await;
+            }
+            answer => return answer,
+        }
+    }
 }

@@ -25,12 +25,12 @@
 //!   acknowledged messages (limits that discard, another subject, another
 //!   replica count, memory storage, asynchronous persistence).
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, context, stream};
 use bytes::Bytes;
 
 use super::batch::{Batch, EncodeError};
+use super::stream_config::{check_config, wanted_config};
+use super::{retry_for, OPEN_TIMEOUT_MS};
 
 /// How long JetStream remembers a message id: a re-publish within it is
 /// recognised by id alone (after it, by reading the message back).
@@ -144,19 +144,22 @@ pub struct ReplicatedStream {
 
 impl ReplicatedStream {
     /// Creates the stream, or checks that the existing one is configured
-    /// as replication needs (another node may have created it).
+    /// as replication needs (another node may have created it). Keeps
+    /// trying for `OPEN_TIMEOUT_MS` while NATS does not answer; a stream
+    /// configured otherwise is refused at once.
     pub async fn open(
         jetstream: jetstream::Context,
         settings: &StreamSettings,
     ) -> Result<ReplicatedStream, OpenError> {
-        let name = settings.stream_name.clone();
         let wanted = wanted_config(settings);
-        let stream = match jetstream.get_stream(&name).await {
-            Ok(stream) => stream,
-            Err(error) if is_stream_not_found(&error) => create(&jetstream, &wanted).await?,
-            Err(source) => return Err(OpenError::Lookup { stream: name, source }),
-        };
+        let stream = retry_for(
+            OPEN_TIMEOUT_MS,
+            || create_or_get(&jetstream, &wanted),
+            |error| !matches!(error, OpenError::Mismatch { .. }),
+        )
+        .await?;
         check_config(&stream.cached_info().config, &wanted)?;
+        let name = settings.stream_name.clone();
         Ok(ReplicatedStream {
             jetstream,
             stream,
@@ -231,12 +234,19 @@ impl ReplicatedStream {
             .payload(payload.clone())
             .message_id(&msg_id)
             .expected_last_sequence(expected_last_seq);
-        let answer = match self.jetstream.send_publish(self.subject.clone(), message).await {
+        let answer = match self
+            .jetstream
+            .send_publish(self.subject.clone(), message)
+            .await
+        {
             Ok(ack) => ack.await,
             Err(error) => Err(error),
         };
         match answer {
-            Ok(ack) if ack.duplicate => self.confirm_duplicate(&msg_id, &payload, ack.sequence).await,
+            Ok(ack) if ack.duplicate => {
+                self.confirm_duplicate(&msg_id, &payload, ack.sequence)
+                    .await
+            }
             Ok(ack) => PublishOutcome::Appended {
                 stream_seq: ack.sequence,
             },
@@ -254,9 +264,16 @@ impl ReplicatedStream {
     /// The server says an earlier message had this id: is it this very
     /// batch? (An id used twice for different bytes would otherwise pass
     /// a new batch off as stored.)
-    async fn confirm_duplicate(&self, msg_id: &str, payload: &Bytes, stream_seq: u64) -> PublishOutcome {
+    async fn confirm_duplicate(
+        &self,
+        msg_id: &str,
+        payload: &Bytes,
+        stream_seq: u64,
+    ) -> PublishOutcome {
         match self.message_at(stream_seq).await {
-            Ok(Some(stored)) if stored.payload == *payload => PublishOutcome::Duplicate { stream_seq },
+            Ok(Some(stored)) if stored.payload == *payload => {
+                PublishOutcome::Duplicate { stream_seq }
+            }
             Ok(_) => PublishOutcome::Refused(PublishFailure::IdReused {
                 msg_id: msg_id.to_string(),
                 stream_seq,
@@ -327,44 +344,30 @@ fn classify(failure: PublishFailure) -> PublishOutcome {
     }
 }
 
-fn wanted_config(settings: &StreamSettings) -> stream::Config {
-    stream::Config {
-        name: settings.stream_name.clone(),
-        description: Some("flashsale replicated log: one message per group-commit batch".into()),
-        subjects: vec![subject(&settings.stream_name)],
-        storage: stream::StorageType::File,
-        num_replicas: settings.replicas,
-        retention: stream::RetentionPolicy::Limits,
-        // No limits: nothing acknowledged is ever discarded; were a limit
-        // ever set, new messages would be refused, old ones kept.
-        discard: stream::DiscardPolicy::New,
-        max_messages: -1,
-        max_bytes: -1,
-        max_messages_per_subject: -1,
-        max_age: Duration::ZERO,
-        duplicate_window: Duration::from_secs(DUPLICATE_WINDOW_SECONDS),
-        deny_delete: true,
-        deny_purge: true,
-        allow_direct: true,
-        ..Default::default()
-    }
-}
-
-async fn create(
+/// The stream, created if there is none.
+async fn create_or_get(
     jetstream: &jetstream::Context,
     wanted: &stream::Config,
 ) -> Result<stream::Stream, OpenError> {
-    let stream = wanted.name.clone();
+    let name = wanted.name.clone();
+    match jetstream.get_stream(&name).await {
+        Ok(stream) => return Ok(stream),
+        Err(error) if is_stream_not_found(&error) => {}
+        Err(source) => {
+            return Err(OpenError::Lookup {
+                stream: name,
+                source,
+            })
+        }
+    }
     match jetstream.create_stream(wanted.clone()).await {
         Ok(created) => Ok(created),
-        // Another node created it meanwhile: check that one instead.
-        Err(create_error) => match jetstream.get_stream(&stream).await {
-            Ok(existing) => Ok(existing),
-            Err(_) => Err(OpenError::Create {
-                stream,
-                source: create_error,
-            }),
-        },
+        // Another node may have created it meanwhile, with another
+        // description: the caller looks again and checks that one.
+        Err(source) => Err(OpenError::Create {
+            stream: name,
+            source,
+        }),
     }
 }
 
@@ -374,37 +377,5 @@ fn is_stream_not_found(error: &context::GetStreamError) -> bool {
             error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
         }
         _ => false,
-    }
-}
-
-/// The existing stream's configuration against the one replication needs.
-fn check_config(found: &stream::Config, wanted: &stream::Config) -> Result<(), OpenError> {
-    let unlimited = |value: i64| value <= 0;
-    let checks: [(&'static str, bool, String, String); 9] = [
-        ("subjects", found.subjects == wanted.subjects, format!("{:?}", found.subjects), format!("{:?}", wanted.subjects)),
-        ("storage", found.storage == wanted.storage, format!("{:?}", found.storage), "File".into()),
-        ("num_replicas", found.num_replicas == wanted.num_replicas, found.num_replicas.to_string(), wanted.num_replicas.to_string()),
-        ("retention", found.retention == wanted.retention, format!("{:?}", found.retention), "Limits".into()),
-        ("max_messages", unlimited(found.max_messages), found.max_messages.to_string(), "-1".into()),
-        ("max_bytes", unlimited(found.max_bytes), found.max_bytes.to_string(), "-1".into()),
-        ("max_messages_per_subject", unlimited(found.max_messages_per_subject), found.max_messages_per_subject.to_string(), "-1".into()),
-        ("max_age", found.max_age.is_zero(), format!("{:?}", found.max_age), "0".into()),
-        ("persist_mode", found.persist_mode != Some(stream::PersistenceMode::Async), format!("{:?}", found.persist_mode), "default (synchronous)".into()),
-    ];
-    match checks.into_iter().find(|(_, ok, _, _)| !ok) {
-        None if !found.sealed => Ok(()),
-        None => Err(mismatch(found, "sealed", "true".into(), "false".into())),
-        Some((field, _, found_text, wanted_text)) => {
-            Err(mismatch(found, field, found_text, wanted_text))
-        }
-    }
-}
-
-fn mismatch(found: &stream::Config, field: &'static str, found_text: String, wanted: String) -> OpenError {
-    OpenError::Mismatch {
-        stream: found.name.clone(),
-        field,
-        found: found_text,
-        wanted,
     }
 }

@@ -81,8 +81,27 @@ impl NatsServer {
     }
 
     /// SIGSTOP: the process keeps its sockets but answers nothing.
+    /// Returns once the kernel reports it stopped.
     pub fn pause(&self) {
         self.signal("-STOP");
+        let stat_path = format!("/proc/{}/stat", self.pid().expect("running"));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let stat = std::fs::read_to_string(&stat_path).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            if state == Some('T') {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop: {stat}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT after `pause`.
@@ -178,7 +197,11 @@ impl NatsCluster {
                 monitor: ports[index * 3 + 1],
                 route: route_ports[index],
             };
-            let routes = if count > 1 { Some(&route_ports[..]) } else { None };
+            let routes = if count > 1 {
+                Some(&route_ports[..])
+            } else {
+                None
+            };
             let config = config_text(&name, &dir.path().join(&name), ports, routes);
             let config_path = dir.path().join(format!("{name}.conf"));
             std::fs::write(&config_path, config).expect("write nats config");
@@ -250,6 +273,33 @@ fn spawn_binary(binary: &Path, config_path: &Path, log_path: &Path) -> Child {
         .stderr(Stdio::from(log_err))
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
+}
+
+/// Waits until a stream listens on `subject`: a probe that expects an
+/// impossible last sequence is refused by the stream (10071) once it
+/// listens, and never appended. Right after a stream is created, a
+/// cluster may still answer "no responders" for a moment.
+pub async fn wait_until_stream_listens(js: &async_nats::jetstream::Context, subject: &str) {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let probe = async_nats::jetstream::message::PublishMessage::build()
+            .payload(bytes::Bytes::from_static(b"probe"))
+            .expected_last_sequence(u64::MAX);
+        let answer = match js.send_publish(subject.to_string(), probe).await {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        match answer {
+            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => return,
+            Ok(ack) => panic!("the probe was appended: {ack:?}"),
+            Err(error) => assert!(
+                Instant::now() < deadline,
+                "no stream listens on {subject} within {READY_TIMEOUT:?}: {error}"
+            ),
+        }
+        tokio::time::sleep(READY_POLL_INTERVAL).await;
+    }
 }
 
 /// `count` distinct loopback ports that were free a moment ago (all bound
