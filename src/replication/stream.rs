@@ -194,6 +194,19 @@ impl ReplicatedStream {
         Ok(info.state.last_sequence)
     }
 
+    /// The name of the server that leads the stream's replicas, if any.
+    pub async fn leader(&self) -> Result<Option<String>, ReadError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|source| ReadError::Info {
+                stream: self.name.clone(),
+                source,
+            })?;
+        Ok(info.cluster.and_then(|cluster| cluster.leader))
+    }
+
     /// The message at `stream_seq` with its `Nats-Msg-Id`, read from the
     /// stream's leader; `None` if there is none (yet).
     pub async fn message_at(&self, stream_seq: u64) -> Result<Option<StoredMessage>, ReadError> {
