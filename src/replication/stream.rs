@@ -8,8 +8,9 @@
 //! acknowledgment is not appended twice).
 //!
 //! Promises:
-//! - `publish` never waits longer than the request timeout (twice, when it
-//!   reads a message back to resolve a refusal) and says what happened
+//! - `publish` waits at most three request timeouts (sending, the
+//!   acknowledgment, and a read-back on the rare paths below) and says what
+//!   happened
 //!   as a `PublishOutcome`: `Appended` and `Duplicate` mean the batch is in
 //!   the stream (a majority of its replicas) at `stream_seq`; `Fenced`
 //!   means another writer extended the stream; `Indeterminate` means the
@@ -20,7 +21,9 @@
 //!   if it is this very batch (same id, same bytes), the outcome is
 //!   `Duplicate`, whatever the de-duplication window and whether the server
 //!   checks ids or expectations first (a single 2.15 server checks the
-//!   expectation first, a cluster the id: tests/nats_protocol.rs).
+//!   expectation first, a cluster the id: tests/nats_protocol.rs). A
+//!   duplicate the server reports is read back as well: an id used for
+//!   other bytes is `Refused`, never taken for this batch.
 //! - `open` refuses a stream whose configuration could lose or reorder
 //!   acknowledged messages (limits that discard, another subject, another
 //!   replica count, memory storage, asynchronous persistence).
