@@ -15,6 +15,8 @@
 //! - A message that does not decode (damage, an unknown format version)
 //!   is an error naming its stream sequence; nothing after it is yielded.
 //! - `next` waits at most the time it is given.
+//! - After an error the follower is done: start a new one at
+//!   `next_stream_seq` (after a decode error, that batch is still damaged).
 
 use std::time::Duration;
 

@@ -65,7 +65,8 @@ pub struct Holder {
 pub enum Acquire {
     /// This node owns the lease at `epoch`.
     Acquired { epoch: u64 },
-    /// Another node does (`holder` is `None` if its value is unreadable),
+    /// Another node does (`holder` is `None` if its value is unreadable, or
+    /// not read: another node won the race for a takeover just now),
     /// and has been silent for `silent_ms` as far as this node has seen.
     HeldByOther {
         holder: Option<Holder>,
