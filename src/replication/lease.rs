@@ -23,6 +23,8 @@
 //!   holding this node's id and the epoch this instance wrote is its own.
 //!   A restarted node is a new instance: it waits out the lease like any
 //!   standby and takes a new epoch.
+//! - A read may be served by any replica of the bucket and be stale: a
+//!   takeover decided on a stale read is refused by the compare-and-set.
 //! - Node ids must differ between nodes.
 
 use std::time::{Duration, Instant};
