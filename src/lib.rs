@@ -35,6 +35,7 @@ pub mod journal;
 pub mod limits;
 pub mod metrics;
 pub mod recovery;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod shutdown;
