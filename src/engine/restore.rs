@@ -67,10 +67,7 @@ impl Engine {
         covered_seq: u64,
         threads: usize,
     ) -> Result<(), ReplayError> {
-        let bad = |why: String| ReplayError {
-            seq: covered_seq,
-            why,
-        };
+        let bad = error_at(covered_seq);
         let (time_floor_unix_ms, sales) = source.start().map_err(&bad)?;
         if time_floor_unix_ms > TIME_FLOOR_UNIX_MS_MAX {
             return Err(bad(format!(
@@ -93,10 +90,7 @@ impl Engine {
         covered_seq: u64,
         threads: usize,
     ) -> Result<(), ReplayError> {
-        let bad = |why: String| ReplayError {
-            seq: covered_seq,
-            why,
-        };
+        let bad = error_at(covered_seq);
         let sale_id = SaleId::from_number(header.sale_id)
             .ok_or_else(|| bad(format!("snapshot sale id {} is not a sale", header.sale_id)))?;
         let expired = if header.opened_seq != 0 {
@@ -135,6 +129,14 @@ impl Engine {
             )));
         }
         Ok(())
+    }
+}
+
+/// Makes errors that name the snapshot's record `covered_seq`.
+fn error_at(covered_seq: u64) -> impl Fn(String) -> ReplayError {
+    move |why| ReplayError {
+        seq: covered_seq,
+        why,
     }
 }
 

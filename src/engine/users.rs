@@ -309,13 +309,7 @@ impl UserStripe {
             chunk.push(UserState::new(user));
         }
         let hash = self.hasher.hash_one(user);
-        let Self {
-            chunks,
-            index,
-            hasher,
-            ..
-        } = self;
-        let rehash = |&s: &u32| hasher.hash_one(slot_in(chunks, s).map_or("", UserState::id));
+        let (index, rehash) = self.index_with_rehash();
         index.insert_unique(hash, slot, rehash);
         assert_eq!(self.find(user), Some(slot));
         slot
@@ -323,15 +317,23 @@ impl UserStripe {
 
     /// Makes room for `additional` more users without rehashing.
     pub fn reserve(&mut self, additional: usize) {
+        let (index, rehash) = self.index_with_rehash();
+        index.reserve(additional, rehash);
+        self.chunks.reserve(additional / SLOTS_PER_CHUNK + 1);
+    }
+
+    /// The index, and the hash of the id in a slot it names (what the
+    /// index needs when it grows), borrowed apart.
+    fn index_with_rehash(&mut self) -> (&mut HashTable<u32>, impl Fn(&u32) -> u64 + '_) {
         let Self {
             chunks,
             index,
             hasher,
             ..
         } = self;
-        let rehash = |&s: &u32| hasher.hash_one(slot_in(chunks, s).map_or("", UserState::id));
-        index.reserve(additional, rehash);
-        chunks.reserve(additional / SLOTS_PER_CHUNK + 1);
+        let (chunks, hasher) = (&*chunks, &*hasher);
+        let rehash = move |&s: &u32| hasher.hash_one(slot_in(chunks, s).map_or("", UserState::id));
+        (index, rehash)
     }
 
     /// Every user with its slot, in slot order.

@@ -186,28 +186,26 @@ impl ReplicatedStream {
 
     /// The stream's last sequence, as its leader reports it (0: empty).
     pub async fn last_seq(&self) -> Result<u64, ReadError> {
-        let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|source| ReadError::Info {
-                stream: self.name.clone(),
-                source,
-            })?;
-        Ok(info.state.last_sequence)
+        Ok(self.info().await?.state.last_sequence)
     }
 
     /// The name of the server that leads the stream's replicas, if any.
     pub async fn leader(&self) -> Result<Option<String>, ReadError> {
-        let info = self
-            .stream
+        Ok(self
+            .info()
+            .await?
+            .cluster
+            .and_then(|cluster| cluster.leader))
+    }
+
+    async fn info(&self) -> Result<jetstream::stream::Info, ReadError> {
+        self.stream
             .get_info()
             .await
             .map_err(|source| ReadError::Info {
                 stream: self.name.clone(),
                 source,
-            })?;
-        Ok(info.cluster.and_then(|cluster| cluster.leader))
+            })
     }
 
     /// The message at `stream_seq` with its `Nats-Msg-Id`, read from the
