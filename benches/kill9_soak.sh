@@ -18,20 +18,26 @@
 # The shape keeps the sale selling for the whole run: 1,000,000 items and
 # 100,000 users (10 items each at most) are far more than 1,000 short cycles
 # buy (about 300 carts a cycle), so later cycles still check out, buy and
-# snapshot real carts instead of collecting 409s. A snapshot every 200
-# records (several per cycle, and nearly back to back once the state is
-# large) and 1 MiB log segments (the smallest allowed) make kill -9 land
-# while snapshots are written and while retention deletes segments.
+# snapshot real carts instead of collecting 409s. A snapshot every 100
+# records (back to back once the state is large) and 1 MiB log segments
+# (the smallest allowed) make kill -9 land while snapshots are written and
+# while retention deletes segments.
 # The server's clock is set 30 s into an hour, so a run must end within
 # 59 minutes (the test fails, saying so, if the sale changed).
+# Known result (docs/reliability.md): with this shape every acknowledged
+# write survives, but after about 600 cycles no snapshot finishes any more
+# (one takes longer than a server lives in a cycle) and the test fails on
+# "no new snapshot after the kills of cycles ..."; a longer
+# FLASHSALE_SOAK_LOAD_MS should keep snapshots finishing, at the cost of
+# time (not tried).
 set -euo pipefail
 
 export FLASHSALE_SOAK_CYCLES=${FLASHSALE_SOAK_CYCLES:-1000}
-export FLASHSALE_SOAK_CLIENTS=${FLASHSALE_SOAK_CLIENTS:-8}
+export FLASHSALE_SOAK_CLIENTS=${FLASHSALE_SOAK_CLIENTS:-2}
 export FLASHSALE_SOAK_USERS=${FLASHSALE_SOAK_USERS:-100000}
 export FLASHSALE_SOAK_ITEMS=${FLASHSALE_SOAK_ITEMS:-1000000}
 export FLASHSALE_SOAK_LOAD_MS=${FLASHSALE_SOAK_LOAD_MS:-300}
-export FLASHSALE_SOAK_SNAPSHOT_INTERVAL_RECORDS=${FLASHSALE_SOAK_SNAPSHOT_INTERVAL_RECORDS:-200}
+export FLASHSALE_SOAK_SNAPSHOT_INTERVAL_RECORDS=${FLASHSALE_SOAK_SNAPSHOT_INTERVAL_RECORDS:-100}
 export FLASHSALE_SOAK_LOG_SEGMENT_BYTES=${FLASHSALE_SOAK_LOG_SEGMENT_BYTES:-1048576}
 export FLASHSALE_SOAK_SEED=${FLASHSALE_SOAK_SEED:-0}
 

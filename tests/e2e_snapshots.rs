@@ -91,22 +91,18 @@ async fn kill_9_while_snapshots_are_written_loses_no_acknowledged_cart_or_purcha
     let server = tally
         .start_and_verify(dir.path(), &args, &run, pending)
         .await;
-    seen.assert_snapshots_across(run.cycles);
+    // The acknowledged writes and the sale's rules first, then the summary,
+    // then whether snapshots and retention really ran all along.
     tally.verify_all(&server, &run).await;
     let remaining = files_ending(&dir.path().join("wal"), ".wal");
-    let deleted = seen
-        .segments
-        .iter()
-        .filter(|s| !remaining.contains(s))
-        .count();
-    if run.log_segment_bytes.is_some() {
-        assert!(deleted > 0, "no segment was deleted: {remaining:?}");
-    }
+    let deleted = seen.segments.iter().filter(|s| !remaining.contains(s));
+    let deleted = deleted.count();
     let total = &tally.total;
     println!(
         "kill -9 soak: {} cycles, {} acknowledged carts, {} acknowledged purchases \
          ({} by clients, {} carts bought by the check), {} items bought, {} snapshots seen \
-         ({} written, {} kills during a snapshot write), {} segments deleted, {:.0} s",
+         ({} written, {} kills during a snapshot write, the last new one after cycle {:?}), \
+         {} segments deleted, {:.0} s",
         run.cycles,
         total.carts.len(),
         total.purchases.len(),
@@ -116,9 +112,14 @@ async fn kill_9_while_snapshots_are_written_loses_no_acknowledged_cart_or_purcha
         seen.snapshots.len(),
         seen.snapshots_written,
         seen.partial_snapshots.len(),
+        seen.cycles_with_new_snapshot.last(),
         deleted,
         started.elapsed().as_secs_f64()
     );
+    seen.assert_snapshots_across(run.cycles);
+    if run.log_segment_bytes.is_some() {
+        assert!(deleted > 0, "no segment was deleted: {remaining:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
