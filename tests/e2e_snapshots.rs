@@ -3,111 +3,123 @@
 //! acknowledged cart and purchase is there; a restart after retention
 //! deleted log segments rebuilds everything; `/health` and `/metrics` show
 //! the snapshot; `flashsale snapshot inspect` reads it.
+//!
+//! The kill -9 test is also the soak of issue 11 (`benches/kill9_soak.sh`):
+//! its cycles and load shape come from `FLASHSALE_SOAK_*` variables, whose
+//! defaults are the short version `cargo test` runs.
 
 mod common;
+mod snapshot_soak;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::ledger::{client_loop, verify, Ledger, LoadShape};
+use common::ledger::{client_loop, verify, Ledger};
 use common::{mid_hour_clock_offset_seconds, Server};
+use snapshot_soak::{files_ending, hour_start_clock_offset_seconds, Run, Seen, Tally, SHORT};
 
-const CLIENTS: usize = 12;
-const SHAPE: LoadShape = LoadShape {
-    users: 60,
-    items: 300,
-};
-
-/// Runs `CLIENTS` clients against `server` for `load`, then `stop`s it.
+/// Runs `run.clients` clients against `server` for `run.load`, then
+/// `stop`s it; returns `/metrics` as it was just before the stop.
 async fn load_then(
     server: Server,
-    load: Duration,
+    run: &Run,
     seed: u64,
     ledger: &Arc<parking_lot::Mutex<Ledger>>,
     stop: impl FnOnce(Server),
-) {
+) -> String {
     let sale = server.active_sale_id().await;
-    let deadline = Instant::now() + load * 3;
-    let tasks: Vec<_> = (0..CLIENTS)
+    let deadline = Instant::now() + run.load * 3;
+    let tasks: Vec<_> = (0..run.clients)
         .map(|n| {
             let url = server.base_url.clone();
             let task = client_loop(
                 url,
                 sale.clone(),
-                seed + n as u64,
+                seed + n,
                 deadline,
-                SHAPE,
+                run.shape,
                 ledger.clone(),
             );
             tokio::spawn(task)
         })
         .collect();
-    tokio::time::sleep(load).await;
+    tokio::time::sleep(run.load).await;
+    let metrics = server.metrics_text().await;
     stop(server);
     for task in tasks {
         task.await.unwrap();
     }
+    metrics
 }
 
 fn snapshot_files(data_dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("snapshots")) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
+    files_ending(&data_dir.join("snapshots"), "")
 }
 
 fn oldest_segment(data_dir: &Path) -> String {
-    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.ends_with(".wal"))
-        .collect();
-    names.sort();
-    names[0].clone()
+    files_ending(&data_dir.join("wal"), ".wal")[0].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_snapshots_are_written_loses_no_acknowledged_cart_or_purchase() {
+    let started = Instant::now();
+    let run = Run::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let offset = mid_hour_clock_offset_seconds().to_string();
-    let args = [
-        "--clock-offset-seconds",
-        &offset,
-        "--items-per-sale",
-        "300",
-        "--user-writes-per-second",
-        "0",
-        "--snapshot-interval-records",
-        "150",
-    ];
-    let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
-    for cycle in 0..3u64 {
-        let server = Server::start(dir.path(), &args);
-        let acknowledged = ledger.lock().clone();
-        verify(&server, &acknowledged).await;
-        let load = Duration::from_millis(900);
-        load_then(server, load, cycle * 100 + 1, &ledger, Server::kill9).await;
+    let args = run.server_args(hour_start_clock_offset_seconds());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut tally, mut pending, mut seen) = (Tally::default(), Ledger::default(), Seen::default());
+    for cycle in 0..run.cycles {
+        let server = tally
+            .start_and_verify(dir.path(), &args, &run, pending)
+            .await;
+        let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
+        let seed = run.seed + cycle * 1000 + 1;
+        let metrics = load_then(server, &run, seed, &ledger, Server::kill9).await;
+        seen.note(dir.path(), cycle, &metrics);
+        if run.cycles >= 50 && (cycle + 1) % (run.cycles / 20) == 0 {
+            let (carts, purchases) = (tally.total.carts.len(), tally.total.purchases.len());
+            let seconds = started.elapsed().as_secs();
+            eprintln!(
+                "cycle {}/{}: {seconds} s, {carts} carts, {purchases} purchases",
+                cycle + 1,
+                run.cycles
+            );
+        }
+        pending = std::mem::take(&mut *ledger.lock());
     }
-    assert!(
-        snapshot_files(dir.path())
-            .iter()
-            .any(|f| f.ends_with(".snap")),
-        "no snapshot was written: {:?}",
-        snapshot_files(dir.path())
+    let server = tally
+        .start_and_verify(dir.path(), &args, &run, pending)
+        .await;
+    // The acknowledged writes and the sale's rules first, then the summary,
+    // then whether snapshots and retention really ran all along.
+    tally.verify_all(&server, &run).await;
+    let remaining = files_ending(&dir.path().join("wal"), ".wal");
+    let deleted = seen.segments.iter().filter(|s| !remaining.contains(s));
+    let deleted = deleted.count();
+    let total = &tally.total;
+    println!(
+        "kill -9 soak: {} cycles, {} acknowledged carts, {} acknowledged purchases \
+         ({} by clients, {} carts bought by the check), {} items bought, {} snapshots seen \
+         ({} written, {} kills during a snapshot write, the last new one after cycle {:?}), \
+         {} segments deleted, {:.0} s",
+        run.cycles,
+        total.carts.len(),
+        total.purchases.len(),
+        total.purchases.len() - tally.carts_bought_by_check,
+        tally.carts_bought_by_check,
+        total.items_bought(),
+        seen.snapshots.len(),
+        seen.snapshots_written,
+        seen.partial_snapshots.len(),
+        seen.cycles_with_new_snapshot.last(),
+        deleted,
+        started.elapsed().as_secs_f64()
     );
-    let server = Server::start(dir.path(), &args);
-    let ledger = ledger.lock().clone();
-    assert!(
-        ledger.purchases.len() > 10,
-        "too little load: {}",
-        ledger.purchases.len()
-    );
-    verify(&server, &ledger).await;
+    seen.assert_snapshots_across(run.cycles);
+    if run.log_segment_bytes.is_some() {
+        assert!(deleted > 0, "no segment was deleted: {remaining:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +148,11 @@ async fn a_restart_after_retention_deleted_segments_rebuilds_everything_and_show
     // The first snapshot comes at once (30,000 records since none).
     wait_for_snapshot(&server).await;
     let stop = |server: Server| assert!(server.terminate().success());
-    load_then(server, Duration::from_secs(1), 7, &ledger, stop).await;
+    let run = Run {
+        load: Duration::from_secs(1),
+        ..SHORT
+    };
+    load_then(server, &run, 7, &ledger, stop).await;
     // The shutdown snapshot is the second one: retention ran.
     assert_ne!(oldest_segment(dir.path()), first, "no segment was deleted");
     assert_eq!(snapshot_files(dir.path()).len(), 2);
