@@ -364,6 +364,20 @@ fn start_snapshots(
         metrics: SnapshotMetrics::register(&metrics.registry).map_err(ServerError::Metrics)?,
         exported: exporter.map(RunningExporter::status),
     });
+    // Nothing is served yet: the started engine is the log's state.
+    match snapshotter.take_of_started(&recovered.engine, args.snapshot_interval_records) {
+        Ok(Some(taken)) => tracing::info!(
+            seq = taken.seq,
+            file_bytes = taken.file_bytes,
+            segments_deleted = taken.segments_deleted,
+            "snapshot of the started state written (a snapshot was due)"
+        ),
+        Ok(None) => {}
+        Err(error) => {
+            let error = crate::error_chain(&error);
+            tracing::error!(%error, "snapshot of the started state failed; the snapshot thread retries");
+        }
+    }
     let thread = SnapshotThread::spawn(Arc::clone(&snapshotter), args.snapshot_interval_records)
         .map_err(ServerError::SnapshotThread)?;
     Ok((snapshotter, thread))

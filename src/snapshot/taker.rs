@@ -168,13 +168,42 @@ impl Snapshotter {
             .take_while(|item| item.as_ref().map_or(true, |(seq, _)| *seq <= target_seq));
         let replayed = recovery::replay_after(&engine, after_seq, records)?;
         engine.audit()?;
+        let taken = self.write(&engine, replayed.last_seq, started)?;
+        Ok(Some(taken))
+    }
+
+    /// At a start, before anything is served: writes a snapshot of the
+    /// engine the start just rebuilt, if at least `interval_records`
+    /// records follow the newest snapshot. Rebuilding one in the snapshot
+    /// thread restarts from the previous snapshot and replays the log, so
+    /// a server that keeps crashing sooner than that takes would never
+    /// write one (its log, and each start, would keep growing); the
+    /// started engine is the state at the log's end already, and encoding
+    /// it costs a fraction of the start.
+    pub fn take_of_started(
+        &self,
+        engine: &Engine,
+        interval_records: u64,
+    ) -> Result<Option<Taken>, TakeError> {
+        let durable_seq = self.journal.durable_seq();
+        let since = durable_seq.saturating_sub(self.status.seq());
+        // Only the state of exactly the durable log may be written.
+        if since < interval_records || self.journal.last_seq() != durable_seq {
+            return Ok(None);
+        }
+        let taken = self.write(engine, durable_seq, Instant::now())?;
+        Ok(Some(taken))
+    }
+
+    /// Encodes `engine` (the state after record `seq`, which nobody else
+    /// writes to) as the newest snapshot, then applies retention.
+    fn write(&self, engine: &Engine, seq: u64, started: Instant) -> Result<Taken, TakeError> {
         let body = BodyMeta {
             log_id: self.journal.log_id(),
-            seq: replayed.last_seq,
+            seq,
             written_unix_ms: chrono::Utc::now().timestamp_millis(),
         };
-        let bytes = format::encode_engine(&body, &engine).map_err(StoreError::from)?;
-        drop(engine);
+        let bytes = format::encode_engine(&body, engine).map_err(StoreError::from)?;
         let written = store::write_bytes(self.storage.as_ref(), &self.dir, body.seq, &bytes)?;
         drop(bytes);
         let file = store::file_name(body.seq);
@@ -182,12 +211,12 @@ impl Snapshotter {
         self.metrics.snapshots_written_total.inc();
         self.metrics.observe_duration(started.elapsed());
         let segments_deleted = self.retain()?;
-        Ok(Some(Taken {
+        Ok(Taken {
             seq: body.seq,
             path: written.path,
             file_bytes: written.file_bytes,
             segments_deleted,
-        }))
+        })
     }
 
     /// Deletes the log segments wholly before the older kept snapshot and

@@ -361,3 +361,33 @@ fn retention_never_trusts_a_damaged_older_snapshot() {
     );
     assert_eq!(h.journal.first_seq(), first_seq);
 }
+
+#[test]
+fn a_start_with_a_due_snapshot_writes_one_of_the_started_state_so_a_crash_loop_still_snapshots() {
+    let h = Harness::new();
+    h.traffic(0, 40);
+    let covered = h.snapshotter().take().unwrap().unwrap().seq;
+    h.traffic(40, 40);
+    let expected = h.engine.snapshot();
+    let h = h.reopen();
+    let tail = h.journal.durable_seq() - covered;
+    let snapshotter = h.snapshotter();
+    let name = store::file_name(covered);
+    snapshotter.status.set_newest(covered, name, 0);
+    // Not due: the tail is shorter than the interval.
+    assert_eq!(
+        snapshotter.take_of_started(&h.engine, tail + 1).unwrap(),
+        None
+    );
+    let taken = snapshotter
+        .take_of_started(&h.engine, tail)
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.seq, h.journal.durable_seq());
+    assert_eq!(snapshotter.status.seq(), taken.seq);
+    drop(snapshotter);
+    let started = h.restart().unwrap();
+    assert_eq!(started.snapshot.map(|used| used.seq), Some(taken.seq));
+    assert_eq!(started.tail.records, 0);
+    assert_eq!(started.engine.snapshot(), expected);
+}
