@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use flashsale::replication::batch::Batch;
 use flashsale::replication::follow::Follower;
-use flashsale::replication::stream::{PublishOutcome, ReplicatedStream, StreamSettings};
+use flashsale::replication::stream::{PublishOutcome, ReplicatedStream};
 use flashsale::replication::{connect, ConnectSettings, REQUEST_TIMEOUT_MS};
 use nats::NatsCluster;
 
@@ -25,15 +25,7 @@ async fn open(cluster: &NatsCluster, node: &str, replicas: usize) -> ReplicatedS
     let js = connect(&ConnectSettings::new(cluster.urls(), node))
         .await
         .expect("connect");
-    let settings = StreamSettings {
-        stream_name: STREAM.into(),
-        replicas,
-    };
-    let stream = ReplicatedStream::open(js.clone(), &settings)
-        .await
-        .expect("open stream");
-    nats::wait_until_stream_listens(&js, stream.subject()).await;
-    stream
+    nats::open_stream(&js, STREAM, replicas).await
 }
 
 fn batch(epoch: u64, batch_number: u64, first_seq: u64) -> Batch {

@@ -31,14 +31,7 @@ async fn context(cluster: &NatsCluster) -> jetstream::Context {
 
 async fn open(cluster: &NatsCluster, replicas: usize) -> (jetstream::Context, ReplicatedStream) {
     let js = context(cluster).await;
-    let settings = StreamSettings {
-        stream_name: STREAM.into(),
-        replicas,
-    };
-    let stream = ReplicatedStream::open(js.clone(), &settings)
-        .await
-        .expect("open stream");
-    nats::wait_until_stream_listens(&js, stream.subject()).await;
+    let stream = nats::open_stream(&js, STREAM, replicas).await;
     (js, stream)
 }
 

@@ -275,6 +275,25 @@ fn spawn_binary(binary: &Path, config_path: &Path, log_path: &Path) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
+/// Opens (creating it if needed) the stream `name` with `replicas` copies
+/// on the connection `js`, once it listens.
+pub async fn open_stream(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> flashsale::replication::stream::ReplicatedStream {
+    use flashsale::replication::stream::{ReplicatedStream, StreamSettings};
+    let settings = StreamSettings {
+        stream_name: name.into(),
+        replicas,
+    };
+    let stream = ReplicatedStream::open(js.clone(), &settings)
+        .await
+        .expect("open stream");
+    wait_until_stream_listens(js, stream.subject()).await;
+    stream
+}
+
 /// Waits until a stream listens on `subject`: a probe that expects an
 /// impossible last sequence is refused by the stream (10071) once it
 /// listens, and never appended. Right after a stream is created, a
