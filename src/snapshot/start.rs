@@ -134,8 +134,11 @@ pub fn start(
         let engine = new_engine()?;
         let restoring = Instant::now();
         let restored = restore(&engine, &bytes, meta.seq);
-        // Freeing the file's bytes need not delay the start.
-        std::thread::spawn(move || drop(bytes));
+        // Freeing the file's bytes need not delay the start (if no thread
+        // can be made, the failed spawn drops them here).
+        let _ = std::thread::Builder::new()
+            .name("snapshot-free".to_string())
+            .spawn(move || drop(bytes));
         phases.restore += restoring.elapsed();
         if let Err(error) = restored {
             skip_unfit(&name, &error, &mut skipped);
