@@ -364,20 +364,10 @@ fn start_snapshots(
         metrics: SnapshotMetrics::register(&metrics.registry).map_err(ServerError::Metrics)?,
         exported: exporter.map(RunningExporter::status),
     });
-    // Nothing is served yet: the started engine is the log's state.
-    match snapshotter.take_of_started(&recovered.engine, args.snapshot_interval_records) {
-        Ok(Some(taken)) => tracing::info!(
-            seq = taken.seq,
-            file_bytes = taken.file_bytes,
-            segments_deleted = taken.segments_deleted,
-            "snapshot of the started state written (a snapshot was due)"
-        ),
-        Ok(None) => {}
-        Err(error) => {
-            let error = crate::error_chain(&error);
-            tracing::error!(%error, "snapshot of the started state failed; the snapshot thread retries");
-        }
-    }
+    // Nothing is served yet: the started engine is the log's state. On
+    // failure the snapshot thread tries again.
+    let taken = snapshotter.take_of_started(&recovered.engine, args.snapshot_interval_records);
+    snapshotter.report("snapshot of the started state", taken);
     let thread = SnapshotThread::spawn(Arc::clone(&snapshotter), args.snapshot_interval_records)
         .map_err(ServerError::SnapshotThread)?;
     Ok((snapshotter, thread))
@@ -387,12 +377,5 @@ fn start_snapshots(
 /// record): the next start replays nothing. A failure is logged only; the
 /// log holds everything.
 fn take_final_snapshot(snapshotter: &Snapshotter) {
-    match snapshotter.take() {
-        Ok(Some(taken)) => tracing::info!(seq = taken.seq, "shutdown snapshot written"),
-        Ok(None) => {}
-        Err(error) => {
-            let error = crate::error_chain(&error);
-            tracing::error!(%error, "shutdown snapshot failed");
-        }
-    }
+    snapshotter.report("shutdown snapshot", snapshotter.take());
 }

@@ -48,9 +48,7 @@ impl DurableSold {
     /// A claim whose record is durable already (replay reads only what is
     /// on disk).
     pub fn durable(&self, index: u32) {
-        let mask = 1u64 << (index % 64);
-        let before = self.words[(index / 64) as usize].fetch_or(mask, Ordering::AcqRel);
-        assert_eq!(before & mask, 0, "item {index} durably sold twice");
+        self.restore(index);
         let count_before = self.count.fetch_add(1, Ordering::AcqRel);
         assert!(
             count_before < self.items_total,

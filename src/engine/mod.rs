@@ -96,7 +96,7 @@ pub use record::{
     PurchaseOutcome, PurchaseRecord, Record, SaleOpenedRecord,
 };
 pub use replay::{Applied, ReplayError};
-pub use restore::restore_threads_default;
+pub use restore::start_threads;
 pub use sales::FUTURE_SALES_KNOWN_HOURS;
 pub use snapshot::{EngineSnapshot, SaleSnapshot, StoredPurchaseSnapshot, UserSnapshot};
 pub use views::{CartView, Decided, ItemView, ItemsPage, PurchaseView, SaleStatus, SaleView};

@@ -45,8 +45,9 @@ const RESTORE_BATCH_USERS: usize = 4096;
 /// memory to about `threads * (RESTORE_QUEUE_BATCHES + 2)` batches.
 const RESTORE_QUEUE_BATCHES: usize = 2;
 
-/// Threads a start restores with: the start has the machine to itself.
-pub fn restore_threads_default() -> usize {
+/// Threads a start restores and audits with: nothing is served yet, so
+/// it has the machine to itself.
+pub fn start_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 

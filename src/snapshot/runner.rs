@@ -95,28 +95,11 @@ fn run(snapshotter: &Snapshotter, interval_records: u64, stop: &(Mutex<bool>, Co
             }
         }
         snapshotter.refresh_gauges();
-        let since = snapshotter
-            .journal
-            .durable_seq()
-            .saturating_sub(snapshotter.status.seq());
-        if since < interval_records || Instant::now() < next_try {
+        if snapshotter.records_since_snapshot() < interval_records || Instant::now() < next_try {
             continue;
         }
-        match snapshotter.take() {
-            Ok(Some(taken)) => tracing::info!(
-                seq = taken.seq,
-                file_bytes = taken.file_bytes,
-                segments_deleted = taken.segments_deleted,
-                "snapshot written"
-            ),
-            Ok(None) => {}
-            Err(error) => {
-                snapshotter.metrics.snapshot_failures_total.inc();
-                snapshotter.status.set_failure(error.kind());
-                let error = crate::error_chain(&error);
-                tracing::error!(%error, "snapshot failed; retrying later");
-                next_try = Instant::now() + SNAPSHOT_RETRY_INTERVAL;
-            }
+        if snapshotter.report("snapshot", snapshotter.take()) {
+            next_try = Instant::now() + SNAPSHOT_RETRY_INTERVAL;
         }
     }
 }

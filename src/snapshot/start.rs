@@ -204,7 +204,7 @@ fn restore(engine: &Engine, bytes: &[u8], covered_seq: u64) -> Result<(), Replay
         why: damage.to_string(),
     };
     let (_, mut reader) = BodyReader::new(bytes).map_err(damaged)?;
-    let threads = crate::engine::restore_threads_default();
+    let threads = crate::engine::start_threads();
     engine.restore_from(&mut reader, covered_seq, threads)?;
     reader.finish().map_err(damaged)
 }
@@ -232,7 +232,7 @@ fn finish(
     let tail = recovery::replay_after(&engine, after_seq, records)?;
     phases.tail_replay = replaying.elapsed();
     let auditing = Instant::now();
-    let threads = crate::engine::restore_threads_default();
+    let threads = crate::engine::start_threads();
     let audited = engine
         .audit_with_threads(threads)
         .map_err(RecoveryError::from)?;

@@ -186,9 +186,10 @@ impl Snapshotter {
         interval_records: u64,
     ) -> Result<Option<Taken>, TakeError> {
         let durable_seq = self.journal.durable_seq();
-        let since = durable_seq.saturating_sub(self.status.seq());
         // Only the state of exactly the durable log may be written.
-        if since < interval_records || self.journal.last_seq() != durable_seq {
+        if self.records_since_snapshot() < interval_records
+            || self.journal.last_seq() != durable_seq
+        {
             return Ok(None);
         }
         let taken = self.write(engine, durable_seq, Instant::now())?;
@@ -244,14 +245,42 @@ impl Snapshotter {
             .map_err(TakeError::Retention)
     }
 
+    /// Durable records after the newest snapshot.
+    pub fn records_since_snapshot(&self) -> u64 {
+        self.journal.durable_seq().saturating_sub(self.status.seq())
+    }
+
+    /// Logs what a take (`what` names which) did; a failure is also
+    /// counted and shown in `/health`, wherever the take ran. True if it
+    /// failed.
+    pub fn report(&self, what: &str, taken: Result<Option<Taken>, TakeError>) -> bool {
+        match taken {
+            Ok(Some(taken)) => {
+                tracing::info!(
+                    seq = taken.seq,
+                    file_bytes = taken.file_bytes,
+                    segments_deleted = taken.segments_deleted,
+                    "{what} written"
+                );
+                false
+            }
+            Ok(None) => false,
+            Err(error) => {
+                self.metrics.snapshot_failures_total.inc();
+                self.status.set_failure(error.kind());
+                let error = crate::error_chain(&error);
+                tracing::error!(%error, "{what} failed");
+                true
+            }
+        }
+    }
+
     /// Refreshes the gauges: disk use, the snapshot's age, records since.
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
-        let durable = self.journal.durable_seq();
-        let seq = self.status.seq();
-        m.snapshot_seq.set(clamp(seq));
+        m.snapshot_seq.set(clamp(self.status.seq()));
         m.records_since_snapshot
-            .set(clamp(durable.saturating_sub(seq)));
+            .set(clamp(self.records_since_snapshot()));
         let now_unix_ms = chrono::Utc::now().timestamp_millis();
         let age = self.status.written_unix_ms().map_or(0, |written| {
             now_unix_ms.saturating_sub(written).max(0) / 1000
