@@ -89,29 +89,8 @@ for tool in cargo curl awk; do
   command -v "$tool" >/dev/null || { echo "compare.sh needs $tool" >&2; exit 2; }
 done
 
-# A free loopback port: random in 20000..59999, checked by trying to connect.
-free_port() {
-  for _ in $(seq 50); do
-    local port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  echo "no free port found" >&2
-  return 1
-}
-
-# Waits until GET /health answers 200, or the server died, or time is up.
-wait_healthy() {
-  local port=$1
-  for _ in $(seq "$HEALTH_WAIT_TRIES"); do
-    kill -0 "$server_pid" 2>/dev/null || return 1
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# free_port, wait_healthy
+source "$root/benches/lib/server.sh"
 
 # A flat top-level number from a flashsale-load result file.
 json_number() {

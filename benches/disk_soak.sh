@@ -75,21 +75,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() {
-  for _ in $(seq 50); do
-    local port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
-  done
-  return 1
-}
-wait_healthy() {
-  for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || return 1
-    curl -fsS -o /dev/null "http://127.0.0.1:$1/health" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# free_port, wait_healthy
+source "$root/benches/lib/server.sh"
 # The value of Prometheus metric $1 in the text on stdin (0 if absent).
 metric() { awk -v name="$1" '$1 == name { v = $2 } END { printf "%.0f", v + 0 }'; }
 # Allocated bytes of directory $1 (0 if it does not exist yet).

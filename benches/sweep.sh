@@ -45,21 +45,8 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$work"' EXIT
 log() { printf '== %s\n' "$*" >&2; }
-free_port() {
-  for _ in $(seq 50); do
-    local port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
-  done
-  return 1
-}
-wait_healthy() {
-  for _ in $(seq "$HEALTH_WAIT_TRIES"); do
-    kill -0 "$server_pid" 2>/dev/null || return 1
-    curl -fsS -o /dev/null "http://127.0.0.1:$1/health" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# free_port, wait_healthy
+source "$root/benches/lib/server.sh"
 # Starts config $1 (bare-actix or flashsale-sync-on) on port $2, fresh.
 start() {
   case $1 in
