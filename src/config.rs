@@ -71,7 +71,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (no flags: embedded defaults, no PostgreSQL).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Export the log in DATA_DIR to PostgreSQL, offline (backfills).
     Export(ExportArgs),
     /// Look at the snapshots of a data directory.
@@ -172,6 +172,67 @@ pub struct ServeArgs {
           default_value_t = LOG_SEGMENT_BYTES_DEFAULT,
           value_parser = clap::value_parser!(u64).range(LOG_SEGMENT_BYTES_MIN..=LOG_SEGMENT_BYTES_MAX))]
     pub log_segment_bytes: u64,
+
+    #[command(flatten)]
+    pub replication: ReplicationArgs,
+}
+
+/// Replication to NATS JetStream (optional, `crate::replication`): without
+/// `--replicate-to` the node is alone and owns its writes.
+#[derive(Debug, Clone, Args)]
+pub struct ReplicationArgs {
+    /// NATS servers (`nats://host:port`, comma separated); turns
+    /// replication on: writes are answered once their records are also in
+    /// the stream, and one node at a time owns the writes.
+    #[arg(
+        long,
+        env = "FLASHSALE_REPLICATE_TO",
+        value_name = "NATS_URL[,NATS_URL...]",
+        value_delimiter = ','
+    )]
+    pub replicate_to: Vec<String>,
+
+    /// This node's name among the nodes of the stream (default: the host
+    /// name).
+    #[arg(long, env = "FLASHSALE_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// The JetStream stream of the log (its lease bucket is `NAME-lease`).
+    #[arg(long, env = "FLASHSALE_STREAM", default_value = "flashsale",
+          value_parser = parse_stream_name)]
+    pub stream: String,
+
+    /// Copies of the stream and of the lease bucket (1 for a single NATS
+    /// server).
+    #[arg(long, env = "FLASHSALE_STREAM_REPLICAS", default_value_t = 3,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
+
+    /// Silence of the owner, in seconds, after which a standby takes over.
+    #[arg(long, env = "FLASHSALE_LEASE_SECONDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub lease_seconds: u32,
+}
+
+/// Longest `--node-id` and `--stream`, in bytes.
+pub const REPLICATION_NAME_BYTES_MAX: usize = 64;
+
+fn parse_replication_name(text: &str, what: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if text.is_empty() || text.len() > REPLICATION_NAME_BYTES_MAX || !text.chars().all(allowed) {
+        return Err(format!(
+            "{what} must be 1 to {REPLICATION_NAME_BYTES_MAX} letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn parse_node_id(text: &str) -> Result<String, String> {
+    parse_replication_name(text, "a node id")
+}
+
+fn parse_stream_name(text: &str) -> Result<String, String> {
+    parse_replication_name(text, "a stream name")
 }
 
 /// Default of `--snapshot-interval-records`.

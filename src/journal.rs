@@ -10,6 +10,7 @@ use std::sync::Arc;
 use flashsale_wal::{Wal, WalError};
 
 use crate::engine::{Journal, JournalError, Record};
+use crate::replication::gate::CommitGate;
 
 /// Largest encoded record we accept when decoding (a cart has at most
 /// `user_limit` items, so real records are a few hundred bytes).
@@ -71,11 +72,25 @@ pub enum ReadError {
 /// write-ahead log, waited for, and read back at start.
 pub struct WalJournal {
     wal: Arc<Wal>,
+    /// With replication on: a record counts as durable once it is also in
+    /// the replicated stream.
+    gate: Option<Arc<CommitGate>>,
 }
 
 impl WalJournal {
     pub fn new(wal: Arc<Wal>) -> WalJournal {
-        WalJournal { wal }
+        WalJournal { wal, gate: None }
+    }
+
+    /// The same journal, whose records are durable only once `gate` says
+    /// they are in the replicated stream as well.
+    pub fn with_gate(wal: Arc<Wal>, gate: Option<Arc<CommitGate>>) -> WalJournal {
+        WalJournal { wal, gate }
+    }
+
+    /// Replication's gate, when replication is on.
+    pub fn gate(&self) -> Option<&Arc<CommitGate>> {
+        self.gate.as_ref()
     }
 
     /// Completes once every record up to `seq` is durable; fails once the
@@ -121,9 +136,14 @@ impl WalJournal {
         self.wal.log_id()
     }
 
-    /// Highest sequence number known durable.
+    /// Highest sequence number known durable (with replication on: and in
+    /// the stream).
     pub fn durable_seq(&self) -> u64 {
-        self.wal.durable_seq()
+        let local = self.wal.durable_seq();
+        match &self.gate {
+            Some(gate) => local.min(gate.replicated_seq()),
+            None => local,
+        }
     }
 
     /// Highest sequence number assigned.
@@ -149,7 +169,7 @@ impl Journal for WalJournal {
     }
 
     fn durable_seq(&self) -> u64 {
-        self.wal.durable_seq()
+        WalJournal::durable_seq(self)
     }
 }
 
@@ -158,7 +178,7 @@ mod tests {
     use super::*;
     use crate::engine::{
         CheckoutOutcome, CheckoutRecord, ForeignCodeRecord, ItemOutcome, PurchaseItem,
-        PurchaseOutcome, PurchaseRecord, Rejection, SaleOpenedRecord,
+        PurchaseOutcome, PurchaseRecord, Rejection, SaleOpenedRecord, TakeoverRecord,
     };
 
     fn samples() -> Vec<Record> {
@@ -217,6 +237,11 @@ mod tests {
             Record::ForeignCode(ForeignCodeRecord {
                 at_unix_ms: 1_795_291_200_400,
                 code: "not-one-of-ours".into(),
+            }),
+            Record::Takeover(TakeoverRecord {
+                at_unix_ms: 1_795_291_200_500,
+                epoch: 7,
+                node_id: "node-b".into(),
             }),
         ]
     }

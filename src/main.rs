@@ -67,7 +67,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             // while the server starts stops it gracefully.
             let stop = flashsale::shutdown::signal();
             log_start(&args);
-            let application = flashsale::server::Application::build(args).await?;
+            let application = flashsale::server::Application::build(*args).await?;
             application.run(stop).await?;
             Ok(())
         }

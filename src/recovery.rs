@@ -37,6 +37,8 @@ pub struct ReplayReport {
     pub checkouts: u64,
     pub purchases: u64,
     pub sales_opened: u64,
+    /// Takeovers of a replicated log's writes.
+    pub takeovers: u64,
     /// Records of sales that had left retention: skipped.
     pub records_expired: u64,
     /// Sequence number of the last record (0 for an empty log; the
@@ -98,6 +100,7 @@ where
             Record::Checkout(_) => report.checkouts += 1,
             Record::Purchase(_) | Record::ForeignCode(_) => report.purchases += 1,
             Record::SaleOpened(_) => report.sales_opened += 1,
+            Record::Takeover(_) => report.takeovers += 1,
         }
     }
     Ok(report)
@@ -351,7 +354,7 @@ mod tests {
             match &mut records[record] {
                 Record::Checkout(checkout) => checkout.code = checkout.code.map(code_bits),
                 Record::Purchase(purchase) => purchase.code = code_bits(purchase.code),
-                Record::SaleOpened(_) | Record::ForeignCode(_) => {
+                Record::SaleOpened(_) | Record::ForeignCode(_) | Record::Takeover(_) => {
                     panic!("the story's records name issued codes")
                 }
             }

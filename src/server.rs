@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use flashsale_wal::{FsStorage, Storage, SyncMode, Wal, WalConfig, WalError};
 
-use crate::config::{ServeArgs, StoreArgs};
+use crate::config::{ReplicationArgs, ServeArgs, StoreArgs};
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{Engine, EngineConfig, EngineConfigError};
 use crate::export::{ExportError, RunningExporter};
@@ -22,6 +22,8 @@ use crate::journal::WalJournal;
 use crate::limits::{LimitSettings, Limits};
 use crate::metrics::Metrics;
 use crate::recovery::RecoveryError;
+use crate::replication::gate::CommitGate;
+use crate::replication::node::{self, NodeHandle, NodeParts, NodeSettings};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{SnapshotMetrics, SnapshotStatus, SnapshotThread, Snapshotter, StartError};
@@ -52,6 +54,8 @@ pub enum ServerError {
     Start(#[from] StartError),
     #[error("cannot start the snapshot thread")]
     SnapshotThread(#[source] std::io::Error),
+    #[error("cannot start the replication thread")]
+    ReplicationThread(#[source] std::io::Error),
     #[error("cannot start the exporter")]
     Export(#[from] ExportError),
     #[error("cannot turn identity on")]
@@ -77,6 +81,7 @@ pub struct Application {
     unsafe_no_fsync: bool,
     snapshotter: Arc<Snapshotter>,
     snapshot_thread: SnapshotThread,
+    replication_node: Option<NodeHandle>,
 }
 
 /// The engine's settings from the command line; the rest are the engine's
@@ -159,6 +164,7 @@ fn recover_engine(
     args: &ServeArgs,
     storage: Arc<dyn Storage>,
     metrics: &Metrics,
+    gate: Option<Arc<CommitGate>>,
 ) -> Result<Recovered, ServerError> {
     let wal = open_wal(
         &args.store,
@@ -168,7 +174,7 @@ fn recover_engine(
         Arc::clone(&storage),
         metrics,
     )?;
-    let journal = Arc::new(WalJournal::new(Arc::clone(&wal)));
+    let journal = Arc::new(WalJournal::with_gate(Arc::clone(&wal), gate));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock {
         offset_seconds: args.clock_offset_seconds,
     });
@@ -224,7 +230,14 @@ impl Application {
         let metrics = Arc::new(Metrics::new().map_err(ServerError::Metrics)?);
         metrics.set_log(&args.store.wal_dir(), args.unsafe_no_fsync);
         let identity = crate::identity::start(&args.auth)?;
-        let recovered = recover_engine(&args, Arc::clone(&storage), &metrics)?;
+        let replication = replication_settings(&args.replication);
+        let gate = replication.as_ref().map(|settings| {
+            Arc::new(CommitGate::new(
+                settings.node_id.clone(),
+                settings.stream.clone(),
+            ))
+        });
+        let recovered = recover_engine(&args, Arc::clone(&storage), &metrics, gate.clone())?;
         let journal = Arc::clone(&recovered.journal);
         let shutdown = Shutdown::new();
         let service = Arc::new(
@@ -251,6 +264,7 @@ impl Application {
         let export_status = exporter.as_ref().map(RunningExporter::status_fn);
         let (snapshotter, snapshot_thread) =
             start_snapshots(&recovered, storage, &args, &metrics, exporter.as_ref())?;
+        let replication_node = start_replication(replication, gate, &recovered)?;
         let limits = Arc::new(Limits::new(&LimitSettings::from_args(&args.limits)));
         Limits::spawn_cleaner(&limits);
         let state = Arc::new(
@@ -279,6 +293,7 @@ impl Application {
             unsafe_no_fsync: args.unsafe_no_fsync,
             snapshotter,
             snapshot_thread,
+            replication_node,
         })
     }
 
@@ -302,6 +317,7 @@ impl Application {
             unsafe_no_fsync,
             snapshotter,
             snapshot_thread,
+            replication_node,
             ..
         } = self;
         let handle = server.handle();
@@ -323,6 +339,10 @@ impl Application {
         if let Some(exporter) = exporter {
             exporter.join().await;
         }
+        // Answers in flight waited for the stream; now nothing waits.
+        if let Some(node) = replication_node {
+            node.stop();
+        }
         journal.close();
         snapshot_thread.stop();
         take_final_snapshot(&snapshotter);
@@ -342,6 +362,57 @@ impl Application {
             );
         }
         Ok(())
+    }
+}
+
+/// The replication thread, when replication is on.
+fn start_replication(
+    settings: Option<NodeSettings>,
+    gate: Option<Arc<CommitGate>>,
+    recovered: &Recovered,
+) -> Result<Option<NodeHandle>, ServerError> {
+    let (Some(settings), Some(gate)) = (settings, gate) else {
+        return Ok(None);
+    };
+    tracing::info!(node_id = %settings.node_id, stream = %settings.stream,
+        "replication on: following the stream until this node owns the writes");
+    let parts = NodeParts {
+        wal: Arc::clone(&recovered.wal),
+        engine: Arc::clone(&recovered.engine),
+        gate,
+    };
+    let handle = node::start(settings, parts).map_err(ServerError::ReplicationThread)?;
+    Ok(Some(handle))
+}
+
+/// The replication thread's settings, when `--replicate-to` is given.
+fn replication_settings(args: &ReplicationArgs) -> Option<NodeSettings> {
+    if args.replicate_to.is_empty() {
+        return None;
+    }
+    Some(NodeSettings {
+        urls: args.replicate_to.clone(),
+        node_id: args.node_id.clone().unwrap_or_else(host_name),
+        stream: args.stream.clone(),
+        replicas: usize::from(args.stream_replicas),
+        lease: Duration::from_secs(u64::from(args.lease_seconds)),
+    })
+}
+
+/// The host name as a node id (`--node-id`'s default): only the
+/// characters a node id may hold; `flashsale` if there is none.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(crate::config::REPLICATION_NAME_BYTES_MAX)
+        .collect();
+    if name.is_empty() {
+        "flashsale".to_string()
+    } else {
+        name
     }
 }
 

@@ -19,6 +19,7 @@ use crate::engine::{
 };
 use crate::journal::WalJournal;
 use crate::metrics::Metrics;
+use crate::replication::gate::{GateError, GateHealth};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{SnapshotHealth, SnapshotStatus};
 
@@ -36,6 +37,10 @@ pub enum ServiceError {
     /// The log failed while this request waited for its record.
     #[error("the log failed")]
     NotDurable(#[source] WalError),
+    /// Replication on: this node does not own the writes, or the stream
+    /// did not take the record.
+    #[error("replication refused the write")]
+    Replication(#[from] GateError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -63,6 +68,11 @@ pub struct Health {
     pub active_sale: SaleView,
     /// The newest snapshot (`None`: the service was built without one).
     pub snapshot: Option<SnapshotHealth>,
+    /// Replication (`None`: off).
+    pub replication: Option<GateHealth>,
+    /// Whether this node owns the writes and can take them now
+    /// (`/health/primary`).
+    pub primary: bool,
 }
 
 pub struct Service {
@@ -168,6 +178,9 @@ impl Service {
             .wait_durable(decided.wait_seq)
             .await
             .map_err(ServiceError::NotDurable)?;
+        if let Some(gate) = self.journal.gate() {
+            gate.wait_replicated(decided.wait_seq).await?;
+        }
         let outcome = decided.answer.as_ref().map_or_else(|r| r.code(), |_| "ok");
         outcomes.with_label_values(&[outcome]).inc();
         Ok(decided.answer)
@@ -194,7 +207,18 @@ impl Service {
         if self.shutdown.is_begun() {
             return Some(ServiceError::ShuttingDown);
         }
-        None
+        let gate = self.journal.gate()?;
+        gate.refusal().map(ServiceError::Replication)
+    }
+
+    /// Why this node does not do its part now, if it does not: take
+    /// writes (alone or as the owner) or follow the stream (a standby).
+    fn unhealthy(&self) -> Option<ServiceError> {
+        let refused = self.refusal()?;
+        match (&refused, self.journal.gate()) {
+            (ServiceError::Replication(_), Some(gate)) if gate.is_healthy() => None,
+            _ => Some(refused),
+        }
     }
 
     /// The owner of the cart `code` names in the active sale, if any (for
@@ -232,7 +256,9 @@ impl Service {
 
     pub fn health(&self) -> Health {
         Health {
-            unavailable: self.refusal(),
+            unavailable: self.unhealthy(),
+            primary: self.refusal().is_none(),
+            replication: self.journal.gate().map(|gate| gate.health()),
             log: LogHealth {
                 id: format!("{:032x}", self.journal.log_id()),
                 failure: self.journal.failure(),

@@ -108,7 +108,7 @@ impl TestServer {
             panic!("serve")
         };
         let storage = Arc::new(FailingStorage::default());
-        let app = Application::build_on_storage(args, storage.clone())
+        let app = Application::build_on_storage(*args, storage.clone())
             .await
             .unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());

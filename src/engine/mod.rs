@@ -93,7 +93,7 @@ pub use inventory::{ClaimWaitError, Inventory, CLAIM_WAIT_MAX};
 pub use outcome::{indices_with, ItemOutcome, PurchaseItem, Rejection};
 pub use record::{
     CheckoutOutcome, CheckoutRecord, ForeignCodeRecord, Journal, JournalError, MemoryJournal,
-    PurchaseOutcome, PurchaseRecord, Record, SaleOpenedRecord,
+    PurchaseOutcome, PurchaseRecord, Record, SaleOpenedRecord, TakeoverRecord,
 };
 pub use replay::{Applied, ReplayError};
 pub use restore::start_threads;

@@ -21,6 +21,19 @@ pub enum Record {
     Purchase(PurchaseRecord),
     SaleOpened(SaleOpenedRecord),
     ForeignCode(ForeignCodeRecord),
+    Takeover(TakeoverRecord),
+}
+
+/// A node took over the writes of a replicated log (`--replicate-to`):
+/// the first record of its ownership, appended to the stream before it
+/// answers anything. Changes no sale.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TakeoverRecord {
+    pub at_unix_ms: i64,
+    /// The ownership's epoch (grows with every takeover).
+    pub epoch: u64,
+    /// The node that took over (`--node-id`).
+    pub node_id: String,
 }
 
 /// A purchase with a well-formed code of a shape this server never issues
@@ -103,6 +116,7 @@ impl Record {
             Record::Purchase(r) => r.at_unix_ms,
             Record::SaleOpened(r) => r.at_unix_ms,
             Record::ForeignCode(r) => r.at_unix_ms,
+            Record::Takeover(r) => r.at_unix_ms,
         }
     }
 }

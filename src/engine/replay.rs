@@ -63,7 +63,7 @@ impl Engine {
                 }
             },
             Record::SaleOpened(r) => self.apply_sale_opened(seq, r),
-            Record::ForeignCode(_) => Ok(Applied::Unchanged),
+            Record::ForeignCode(_) | Record::Takeover(_) => Ok(Applied::Unchanged),
             Record::Purchase(r) => match r.outcome {
                 PurchaseOutcome::Completed => self.apply_completed(seq, r),
                 PurchaseOutcome::Replayed | PurchaseOutcome::Rejected(_) => Ok(Applied::Unchanged),

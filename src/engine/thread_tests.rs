@@ -52,7 +52,7 @@ fn check_story(records: &[Record]) {
     let mut open_cart: BTreeMap<String, u128> = BTreeMap::new();
     for record in records {
         match record {
-            Record::SaleOpened(_) | Record::ForeignCode(_) => {}
+            Record::SaleOpened(_) | Record::ForeignCode(_) | Record::Takeover(_) => {}
             Record::Checkout(c) => {
                 if c.outcome == (CheckoutOutcome::Added { opened_cart: true }) {
                     let code = c.code.unwrap();

@@ -113,6 +113,8 @@ impl RowBatch {
                 Record::Purchase(purchase) => batch.push_purchase(seq, purchase),
                 Record::SaleOpened(opened) => batch.push_opening(seq, opened),
                 Record::ForeignCode(foreign) => batch.push_foreign_code(seq, foreign),
+                // Ownership of a replicated log: no sale row to export.
+                Record::Takeover(_) => {}
             }
         }
         Ok(batch)

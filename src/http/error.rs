@@ -14,6 +14,7 @@ use crate::domain::ParseError;
 use crate::engine::Rejection;
 use crate::identity::TokenError;
 use crate::limits::Throttled;
+use crate::replication::gate::GateError;
 use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,10 @@ impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> ApiError {
         match error {
             ServiceError::RateLimited => ApiError::RateLimited,
+            // A standby refuses every write: expected, not worth a log line.
+            other @ ServiceError::Replication(GateError::NotOwner { .. }) => {
+                ApiError::Unavailable(public_reason(&other).1.to_string())
+            }
             other => {
                 // Paths and system error text stay in the server log.
                 tracing::warn!(error = with_causes(&other), "write refused");
@@ -120,6 +125,18 @@ pub(super) fn public_reason(error: &ServiceError) -> (&'static str, &'static str
             "the log cannot make writes durable; writes are refused until a restart",
         ),
         ServiceError::Engine(_) => ("engine_failed", "the server cannot accept writes now"),
+        ServiceError::Replication(GateError::NotOwner { .. }) => (
+            "not_owner",
+            "this node is a standby; writes go to the node that owns them (GET /health/primary)",
+        ),
+        ServiceError::Replication(GateError::Fenced) => (
+            "fenced",
+            "another node took over the writes; this node refuses writes until a restart",
+        ),
+        ServiceError::Replication(_) => (
+            "replication_unavailable",
+            "the replicated stream did not confirm the write; nothing was promised",
+        ),
     }
 }
 

@@ -2,13 +2,14 @@
 //! the engine, render the contract's JSON.
 
 use actix_web::http::header::ContentType;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::client_errors::echo;
 use super::{ApiError, AppState};
+use crate::config::RETRY_AFTER_SECONDS;
 use crate::domain::{ItemId, PurchaseCode, SaleId};
 use crate::engine::{CartView, ItemsPage, PurchaseView, Rejection, SaleView, ITEMS_PAGE_LIMIT_MAX};
 
@@ -379,6 +380,7 @@ pub(super) async fn health(
         "connections": connections.health(),
         "active_sale": SaleBody::from(&health.active_sale),
         "snapshot": health.snapshot,
+        "replication": replication_health(&health),
     });
     super::auth::add_health(&state, &mut body);
     let status = if reason.is_some() {
@@ -387,6 +389,43 @@ pub(super) async fn health(
         StatusCode::OK
     };
     HttpResponse::build(status).json(body)
+}
+
+/// `/health`'s replication part: off, or this node's role.
+fn replication_health(health: &crate::service::Health) -> serde_json::Value {
+    match &health.replication {
+        None => serde_json::json!({ "state": "off", "role": "owner" }),
+        Some(gate) => serde_json::json!({
+            "state": "on",
+            "role": gate.role,
+            "node_id": gate.node_id,
+            "stream": gate.stream,
+            "epoch": gate.epoch,
+            "replicated_seq": gate.replicated_seq,
+            "problem": gate.problem.as_ref().map(|_| "see the server log"),
+        }),
+    }
+}
+
+/// `/health/primary`: 200 only on the node that owns the writes and can
+/// take them now (with replication off: as `/health`), for a load
+/// balancer that sends writes to the owner.
+pub(super) async fn health_primary(state: web::Data<AppState>) -> HttpResponse {
+    let health = state.service.health();
+    let body = serde_json::json!({
+        "primary": health.primary,
+        "replication": replication_health(&health),
+    });
+    let status = if health.primary {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = HttpResponse::build(status);
+    if !health.primary {
+        response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+    }
+    response.json(body)
 }
 
 pub(super) async fn metrics(state: web::Data<AppState>) -> Answer {

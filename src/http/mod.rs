@@ -96,6 +96,7 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(get("/sales/{id}", sale))
         .service(get("/sales/{id}/items", sale_items))
         .service(get("/health", health))
+        .service(get("/health/primary", health_primary))
         .service(get("/metrics", metrics))
         .service(get("/openapi.json", openapi::document));
 }

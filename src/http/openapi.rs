@@ -39,6 +39,7 @@ mod tests {
             [
                 "/checkout",
                 "/health",
+                "/health/primary",
                 "/metrics",
                 "/openapi.json",
                 "/purchase",

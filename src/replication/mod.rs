@@ -22,9 +22,13 @@
 //! section of docs/replication.md). The engine knows nothing of NATS, and
 //! nothing here depends on the engine or on the log crate.
 
+mod apply;
 pub mod batch;
 pub mod follow;
+pub mod gate;
 pub mod lease;
+pub mod node;
+mod owner;
 pub mod stream;
 mod stream_config;
 

@@ -220,8 +220,9 @@ impl Snapshotter {
         })
     }
 
-    /// Deletes the log segments wholly before the older kept snapshot and
-    /// before the first record not yet exported.
+    /// Deletes the log segments wholly before the older kept snapshot,
+    /// before the first record not yet exported and before the first one
+    /// not yet in the replicated stream.
     fn retain(&self) -> Result<usize, TakeError> {
         let found = store::list(self.storage.as_ref(), &self.dir)?;
         if found.len() < store::SNAPSHOTS_KEPT {
@@ -239,6 +240,11 @@ impl Snapshotter {
         let mut below_seq = older_seq.saturating_add(1);
         if let Some(exported) = &self.exported {
             below_seq = below_seq.min(exported.last_exported_seq().saturating_add(1));
+        }
+        // Replication on: the owner publishes from its local log, so a
+        // record not yet in the stream must stay.
+        if let Some(gate) = self.journal.gate() {
+            below_seq = below_seq.min(gate.replicated_seq().saturating_add(1));
         }
         self.wal
             .delete_segments_before(below_seq)
