@@ -17,10 +17,13 @@
 //!   safety never rests on the lease or on clocks, only on the stream's
 //!   compare-and-append.
 //! - `follow`: the stream read back in order, as decoded batches.
+//! - `gate`: what the service waits on (role, replicated sequence).
+//! - `node`, `apply`, `owner`: the replication thread of a server run
+//!   with `--replicate-to`: a standby applying the stream through the
+//!   engine's replay, the takeover, the owner publishing its log.
 //!
-//! Not wired into the server yet: no flag turns it on (see the Status
-//! section of docs/replication.md). The engine knows nothing of NATS, and
-//! nothing here depends on the engine or on the log crate.
+//! The engine knows nothing of NATS: it gets records to apply and a
+//! journal whose durable sequence includes the stream's confirmation.
 
 mod apply;
 pub mod batch;
