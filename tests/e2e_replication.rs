@@ -30,6 +30,10 @@ const FAILOVER_CYCLES: usize = 10;
 /// catch-up and a NATS round or two, on a loaded 2-core machine.
 const PRIMARY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One test at a time: each starts NATS servers and two or more nodes,
+/// and two of them at once on 2 cores make confirmations time out.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn node_args(urls: &[String], node_id: &str, replicas: &str, offset: &str) -> Vec<String> {
     [
         "--replicate-to",
@@ -136,13 +140,17 @@ async fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_applies_the_owners_writes_and_refuses_its_own() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = NatsCluster::single();
-    let offset = mid_hour_clock_offset_seconds().to_string();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let owner = start_node(dir_a.path(), &node_args(&cluster.urls(), "a", "1", &offset));
-    wait_primary(&owner).await;
-    let standby = start_node(dir_b.path(), &node_args(&cluster.urls(), "b", "1", &offset));
-    wait_role(&standby, "standby").await;
+    // The directories are bound: dropping them would delete them under
+    // the running servers.
+    let Pair {
+        owner,
+        standby,
+        owner_dir: _owner_dir,
+        _standby_dir,
+        ..
+    } = owner_and_standby(&cluster).await;
     let (status, health) = standby.get("/health").await;
     assert_eq!(status, 200, "a following standby does its part: {health}");
     let (status, _) = standby.get("/health/primary").await;
@@ -175,6 +183,7 @@ async fn a_standby_applies_the_owners_writes_and_refuses_its_own() {
 /// new standby (a fresh machine) joins for the next cycle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_owner_loses_no_acknowledged_write() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = NatsCluster::three();
     let urls = cluster.urls();
     let offset = mid_hour_clock_offset_seconds().to_string();
@@ -217,13 +226,15 @@ async fn kill_9_of_the_owner_loses_no_acknowledged_write() {
 /// acknowledge is at the new owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_is_fenced_and_acknowledges_nothing_after_the_takeover() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = NatsCluster::single();
-    let urls = cluster.urls();
-    let offset = mid_hour_clock_offset_seconds().to_string();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let old = start_node(dir_a.path(), &node_args(&urls, "a", "1", &offset));
-    wait_primary(&old).await;
-    let new = start_node(dir_b.path(), &node_args(&urls, "b", "1", &offset));
+    let Pair {
+        owner: old,
+        standby: new,
+        owner_args: _,
+        owner_dir: _owner_dir,
+        _standby_dir,
+    } = owner_and_standby(&cluster).await;
     let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
     load(&old, 1, Duration::from_millis(500), &ledger).await;
 
@@ -260,19 +271,23 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_after_the_takeover() 
     println!("takeover of a paused owner after {took_over:?}");
 }
 
-/// A former owner's log holds records the stream never took (they were
-/// fsync'd locally, never acknowledged): restarted on the same data
-/// directory, it does not follow a history that is not its own, and says
-/// so in `/health` (cutting its log back is not built).
+/// A former owner restarted on its data directory: it follows the stream
+/// if its log is a prefix of the stream's history; if its log holds
+/// records the stream never took (fsync'd, never acknowledged), it does
+/// not follow a history that is not its own and says so in `/health`
+/// (cutting its log back is not built). Which one happens depends on
+/// where the pause caught the owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_former_owner_rejoins_if_its_log_is_a_prefix_of_the_stream_and_stops_otherwise() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = NatsCluster::single();
-    let urls = cluster.urls();
-    let offset = mid_hour_clock_offset_seconds().to_string();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let old = start_node(dir_a.path(), &node_args(&urls, "a", "1", &offset));
-    wait_primary(&old).await;
-    let new = start_node(dir_b.path(), &node_args(&urls, "b", "1", &offset));
+    let Pair {
+        owner: old,
+        standby: new,
+        owner_args,
+        owner_dir,
+        _standby_dir,
+    } = owner_and_standby(&cluster).await;
     let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
     load(&old, 1, Duration::from_millis(300), &ledger).await;
     signal(old.pid(), "-STOP");
@@ -282,8 +297,7 @@ async fn a_former_owner_rejoins_if_its_log_is_a_prefix_of_the_stream_and_stops_o
     // record; its restart sees the stream's history go on past it.
     signal(old.pid(), "-CONT");
     old.kill9();
-    let old_args = node_args(&urls, "a", "1", &offset);
-    let rejoined = start_node(dir_a.path(), &old_args);
+    let rejoined = start_node(owner_dir.path(), &owner_args);
     let deadline = Instant::now() + PRIMARY_TIMEOUT;
     loop {
         let state = replication(&rejoined).await;
@@ -306,6 +320,34 @@ async fn a_former_owner_rejoins_if_its_log_is_a_prefix_of_the_stream_and_stops_o
             "rejoin neither followed nor stopped: {state}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two nodes on one NATS server (one copy of the stream): `owner` (node
+/// `a`) owns the writes, `standby` (node `b`) follows.
+struct Pair {
+    owner: Server,
+    standby: Server,
+    owner_args: Vec<String>,
+    owner_dir: tempfile::TempDir,
+    _standby_dir: tempfile::TempDir,
+}
+
+async fn owner_and_standby(cluster: &NatsCluster) -> Pair {
+    let urls = cluster.urls();
+    let offset = mid_hour_clock_offset_seconds().to_string();
+    let (owner_dir, standby_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let owner_args = node_args(&urls, "a", "1", &offset);
+    let owner = start_node(owner_dir.path(), &owner_args);
+    wait_primary(&owner).await;
+    let standby = start_node(standby_dir.path(), &node_args(&urls, "b", "1", &offset));
+    wait_role(&standby, "standby").await;
+    Pair {
+        owner,
+        standby,
+        owner_args,
+        owner_dir,
+        _standby_dir: standby_dir,
     }
 }
 
