@@ -89,13 +89,8 @@ for tool in cargo curl awk; do
   command -v "$tool" >/dev/null || { echo "compare.sh needs $tool" >&2; exit 2; }
 done
 
-# free_port, wait_healthy
+# free_port, wait_healthy, json_number
 source "$root/benches/lib/server.sh"
-
-# A flat top-level number from a flashsale-load result file.
-json_number() {
-  sed -n "s/^  \"$2\": \([0-9.eE+-]*\),\{0,1\}$/\1/p" "$1" | head -n 1
-}
 
 # Closed-loop checkout-only peak against port $2; result file $1.json.
 peak_load() {

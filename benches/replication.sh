@@ -47,6 +47,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# free_port, wait_healthy, json_number
 source "$root/benches/lib/server.sh"
 
 log "building release binaries"
@@ -85,11 +86,7 @@ start_server() {
   "$SERVER" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" \
     --workers "$SERVER_WORKERS" $LIMIT_FLAGS "$@" >"$OUT_DIR/$name.server.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 300); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/health/primary" 2>/dev/null && return 0
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  HEALTH_WAIT_TRIES=300 wait_healthy "$port" /health/primary && return 0
   log "$name did not become the owner"; tail -n 5 "$OUT_DIR/$name.server.log" >&2
   return 1
 }
@@ -98,10 +95,6 @@ stop_server() {
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   server_pid=
-}
-
-json_number() {
-  sed -n "s/^  \"$2\": \([0-9.eE+-]*\),\{0,1\}$/\1/p" "$1" | head -n 1
 }
 
 run() {

@@ -33,9 +33,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-json_number() {
-  sed -n "s/^  \"$2\": \([0-9.eE+-]*\),\{0,1\}$/\1/p" "$1" | head -n 1
-}
+# json_number
+source "$root/benches/lib/server.sh"
 
 # run NAME INTERVAL: one server, one fixed-rate load; prints "p50 p99 p999" in µs.
 run() {

@@ -57,7 +57,6 @@ start() {
   server_pid=$!
   wait_healthy "$2"
 }
-json_number() { sed -n "s/^  \"$2\": \([0-9.eE+-]*\),\{0,1\}$/\1/p" "$1" | head -n 1; }
 
 command -v wrk >/dev/null || { log "wrk is missing (apt-get install -y wrk)"; exit 2; }
 echo "config,connections,requests_per_second" >"$OUT_DIR/sweep-connections.csv"
