@@ -8,6 +8,7 @@
 //! node never admits or releases a write again (until a restart); every
 //! wait is bounded by `REPLICATION_WAIT_MAX`. It knows nothing of NATS.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -84,6 +85,8 @@ pub struct GateHealth {
 
 pub struct CommitGate {
     state: watch::Sender<GateState>,
+    /// Whether `problem` is set: read on every write without the lock.
+    has_problem: AtomicBool,
     problem: Mutex<Option<String>>,
     epoch: Mutex<Option<u64>>,
     node_id: String,
@@ -98,6 +101,7 @@ impl CommitGate {
         });
         CommitGate {
             state,
+            has_problem: AtomicBool::new(false),
             problem: Mutex::new(None),
             epoch: Mutex::new(None),
             node_id,
@@ -117,9 +121,7 @@ impl CommitGate {
     pub fn refusal(&self) -> Option<GateError> {
         match self.role() {
             Role::Owner => self
-                .problem
-                .lock()
-                .clone()
+                .problem()
                 .map(|reason| GateError::Unavailable { reason }),
             Role::Fenced => Some(GateError::Fenced),
             role => Some(GateError::NotOwner { role: role.name() }),
@@ -130,8 +132,9 @@ impl CommitGate {
     /// follows the stream.
     pub fn is_healthy(&self) -> bool {
         match self.role() {
-            Role::Owner => self.problem.lock().is_none(),
-            Role::Standby | Role::TakingOver => self.problem.lock().is_none(),
+            Role::Owner | Role::Standby | Role::TakingOver => {
+                !self.has_problem.load(Ordering::Acquire)
+            }
             Role::Starting | Role::Fenced | Role::Stopped => false,
         }
     }
@@ -148,7 +151,7 @@ impl CommitGate {
             // The sender lives as long as the gate: a closed channel means
             // the gate is being dropped; nothing was confirmed.
             Ok(Err(_)) | Err(_) => {
-                return Err(match self.problem.lock().clone() {
+                return Err(match self.problem() {
                     Some(reason) => GateError::Unavailable { reason },
                     None => GateError::TimedOut {
                         waited_ms: REPLICATION_WAIT_MAX.as_millis() as u64,
@@ -189,7 +192,17 @@ impl CommitGate {
 
     /// The stream refuses writes (`Some`), or takes them again (`None`).
     pub fn set_problem(&self, problem: Option<String>) {
-        *self.problem.lock() = problem;
+        let mut held = self.problem.lock();
+        self.has_problem.store(problem.is_some(), Ordering::Release);
+        *held = problem;
+    }
+
+    /// Why the stream refuses writes now, if it does (the lock only then).
+    fn problem(&self) -> Option<String> {
+        if !self.has_problem.load(Ordering::Acquire) {
+            return None;
+        }
+        self.problem.lock().clone()
     }
 
     pub fn health(&self) -> GateHealth {
@@ -200,7 +213,7 @@ impl CommitGate {
             stream: self.stream.clone(),
             epoch: *self.epoch.lock(),
             replicated_seq: state.replicated_seq,
-            problem: self.problem.lock().clone(),
+            problem: self.problem(),
         }
     }
 }

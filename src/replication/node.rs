@@ -60,6 +60,14 @@ pub enum NodeError {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error("cannot read record {seq} of the local log to publish it")]
+    ReadLog {
+        seq: u64,
+        #[source]
+        source: flashsale_wal::WalError,
+    },
+    #[error("cannot encode the takeover record")]
+    EncodeTakeover(#[source] crate::journal::CodecError),
     #[error("the stream refused a batch for good")]
     Refused(#[source] super::stream::PublishFailure),
     #[error("cannot start the runtime of the replication thread")]

@@ -119,13 +119,7 @@ impl Node {
             epoch,
             node_id: self.node_id.clone(),
         });
-        let bytes = crate::journal::encode(&record).map_err(|source| {
-            NodeError::Apply(super::apply::ApplyError::Decode {
-                seq,
-                stream_seq: 0,
-                source,
-            })
-        })?;
+        let bytes = crate::journal::encode(&record).map_err(NodeError::EncodeTakeover)?;
         let batch = Batch {
             epoch,
             batch_number: self.take_batch_number(),
@@ -202,7 +196,7 @@ impl Node {
         self.parts
             .wal
             .read_from(seq)
-            .map_err(|source| NodeError::Apply(super::apply::ApplyError::Log { seq, source }))
+            .map_err(|source| NodeError::ReadLog { seq, source })
     }
 
     /// The next batch of durable records, capped in count and bytes.
@@ -215,12 +209,10 @@ impl Node {
         let mut records = Vec::new();
         let mut bytes_total = 0;
         while records.len() < BATCH_RECORDS_MAX && bytes_total < BATCH_BYTES_MAX {
-            let next = reader.next_record().map_err(|source| {
-                NodeError::Apply(super::apply::ApplyError::Log {
-                    seq: first_seq,
-                    source,
-                })
-            })?;
+            let seq = reader.next_seq();
+            let next = reader
+                .next_record()
+                .map_err(|source| NodeError::ReadLog { seq, source })?;
             let Some((_, bytes)) = next else { break };
             bytes_total += bytes.len();
             records.push(bytes.to_vec());
