@@ -136,9 +136,16 @@ impl WalJournal {
         self.wal.log_id()
     }
 
-    /// Highest sequence number known durable (with replication on: and in
-    /// the stream).
+    /// Highest sequence number durable in the local log: what a start
+    /// from this data directory replays, and what snapshots cover.
     pub fn durable_seq(&self) -> u64 {
+        self.wal.durable_seq()
+    }
+
+    /// Highest sequence number committed: durable in the local log and,
+    /// with replication on, in the stream as well. What the engine may
+    /// report as sold for good.
+    pub fn committed_seq(&self) -> u64 {
         let local = self.wal.durable_seq();
         match &self.gate {
             Some(gate) => local.min(gate.replicated_seq()),
@@ -169,7 +176,7 @@ impl Journal for WalJournal {
     }
 
     fn durable_seq(&self) -> u64 {
-        WalJournal::durable_seq(self)
+        self.committed_seq()
     }
 }
 

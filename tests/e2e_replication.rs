@@ -178,6 +178,46 @@ async fn a_standby_applies_the_owners_writes_and_refuses_its_own() {
     assert_eq!(replication(&standby).await["role"], "standby");
 }
 
+/// A standby stopped cleanly (SIGTERM: it writes a shutdown snapshot)
+/// and started again on its data directory starts from that snapshot and
+/// its log, then follows on: the start must measure its log by the local
+/// fsync, not by what the stream has confirmed to this new process (none
+/// yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_restarted_after_a_clean_stop_starts_from_its_snapshot_and_follows() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = NatsCluster::single();
+    let Pair {
+        owner,
+        standby,
+        owner_dir: _owner_dir,
+        _standby_dir: standby_dir,
+        ..
+    } = owner_and_standby(&cluster).await;
+    let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
+    load(&owner, 1, Duration::from_millis(500), &ledger).await;
+    let owner_log = owner.get("/health").await.1["log"]["durable_seq"]
+        .as_u64()
+        .unwrap();
+    wait_applied(&standby, owner_log).await;
+    let standby_args = standby_args_of(&cluster);
+    assert!(standby.terminate().success());
+    let snapshots = std::fs::read_dir(standby_dir.path().join("snapshots")).unwrap();
+    assert!(snapshots.count() > 0, "the clean stop wrote a snapshot");
+
+    let restarted = start_node(standby_dir.path(), &standby_args);
+    wait_role(&restarted, "standby").await;
+    load(&owner, 2, Duration::from_millis(300), &ledger).await;
+    let owner_log = owner.get("/health").await.1["log"]["durable_seq"]
+        .as_u64()
+        .unwrap();
+    wait_applied(&restarted, owner_log).await;
+    let sale = owner.active_sale_id().await;
+    let (_, at_owner) = owner.get(&format!("/sales/{sale}")).await;
+    let (_, at_restarted) = restarted.get(&format!("/sales/{sale}")).await;
+    assert_eq!(at_owner["items_sold"], at_restarted["items_sold"]);
+}
+
 /// The failover drill: each cycle loads the owner, kills it (-9) and
 /// checks that the standby takes over with every acknowledged write; a
 /// new standby (a fresh machine) joins for the next cycle.
@@ -333,6 +373,12 @@ struct Pair {
     _standby_dir: tempfile::TempDir,
 }
 
+/// The arguments of `Pair`'s standby (node `b`).
+fn standby_args_of(cluster: &NatsCluster) -> Vec<String> {
+    let offset = mid_hour_clock_offset_seconds().to_string();
+    node_args(&cluster.urls(), "b", "1", &offset)
+}
+
 async fn owner_and_standby(cluster: &NatsCluster) -> Pair {
     let urls = cluster.urls();
     let offset = mid_hour_clock_offset_seconds().to_string();
@@ -340,7 +386,7 @@ async fn owner_and_standby(cluster: &NatsCluster) -> Pair {
     let owner_args = node_args(&urls, "a", "1", &offset);
     let owner = start_node(owner_dir.path(), &owner_args);
     wait_primary(&owner).await;
-    let standby = start_node(standby_dir.path(), &node_args(&urls, "b", "1", &offset));
+    let standby = start_node(standby_dir.path(), &standby_args_of(cluster));
     wait_role(&standby, "standby").await;
     Pair {
         owner,
