@@ -153,10 +153,7 @@ fn restore_users(
     let threads = threads.clamp(1, USER_STRIPES);
     if threads == 1 || users < RESTORE_BATCH_USERS as u64 {
         for _ in 0..users {
-            let user = source.user().map_err(|why| ReplayError {
-                seq: covered_seq,
-                why,
-            })?;
+            let user = source.user().map_err(error_at(covered_seq))?;
             restore_one(sale, &user, covered_seq)?;
         }
         return Ok(());
@@ -178,10 +175,7 @@ fn restore_users(
         }
         let decoded = feed(source, users, &senders);
         drop(senders);
-        let mut first_error = decoded.err().map(|why| ReplayError {
-            seq: covered_seq,
-            why,
-        });
+        let mut first_error = decoded.err().map(error_at(covered_seq));
         for worker in workers {
             let result = worker.join().unwrap_or_else(|_| {
                 Err(ReplayError {

@@ -133,7 +133,7 @@ pub fn start(
         }
         let engine = new_engine()?;
         let restoring = Instant::now();
-        let restored = restore(&engine, &bytes, meta.seq);
+        let restored = restore(&engine, &bytes, meta.seq, crate::engine::start_threads());
         // Freeing the file's bytes need not delay the start (if no thread
         // can be made, the failed spawn drops them here).
         let _ = std::thread::Builder::new()
@@ -196,15 +196,19 @@ fn usable(
 }
 
 /// Rebuilds the snapshot file `bytes` (checked) into `engine`, decoding
-/// as it goes; the start has the machine to itself, so every core
-/// restores.
-fn restore(engine: &Engine, bytes: &[u8], covered_seq: u64) -> Result<(), ReplayError> {
+/// as it goes, with up to `threads` threads restoring (a start has the
+/// machine to itself; the snapshot thread leaves it to requests).
+pub(super) fn restore(
+    engine: &Engine,
+    bytes: &[u8],
+    covered_seq: u64,
+    threads: usize,
+) -> Result<(), ReplayError> {
     let damaged = |damage: SnapshotDamage| ReplayError {
         seq: covered_seq,
         why: damage.to_string(),
     };
     let (_, mut reader) = BodyReader::new(bytes).map_err(damaged)?;
-    let threads = crate::engine::start_threads();
     engine.restore_from(&mut reader, covered_seq, threads)?;
     reader.finish().map_err(damaged)
 }

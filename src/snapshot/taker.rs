@@ -111,7 +111,7 @@ impl Snapshotter {
             let Ok(bytes) = store::read_checked(self.storage.as_ref(), path) else {
                 continue;
             };
-            let Ok((meta, mut reader)) = BodyReader::new(&bytes) else {
+            let Ok((meta, _)) = BodyReader::new(&bytes) else {
                 continue;
             };
             if meta.log_id != self.journal.log_id()
@@ -122,14 +122,7 @@ impl Snapshotter {
             let engine = self.private_engine()?;
             let name = path.display().to_string();
             // One thread: the serving engine needs the other cores.
-            engine
-                .restore_from(&mut reader, meta.seq, 1)
-                .and_then(|()| {
-                    reader.finish().map_err(|damage| ReplayError {
-                        seq: meta.seq,
-                        why: damage.to_string(),
-                    })
-                })
+            super::start::restore(&engine, &bytes, meta.seq, 1)
                 .map_err(|source| TakeError::Restore { name, source })?;
             let used = UsedSnapshot {
                 file_name: String::new(),
