@@ -159,10 +159,11 @@ impl CommitGate {
                 })
             }
         };
-        if state.replicated_seq >= seq && state.role == Role::Owner {
-            return Ok(());
+        match state.role {
+            Role::Owner if state.replicated_seq >= seq => Ok(()),
+            Role::Fenced => Err(GateError::Fenced),
+            role => Err(GateError::NotOwner { role: role.name() }),
         }
-        Err(GateError::Fenced)
     }
 
     /// Every record up to `seq` is in the stream (and, on a standby,

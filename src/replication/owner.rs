@@ -72,6 +72,9 @@ impl Node {
             if !self.publish_local_tail(epoch, stopped).await? {
                 continue;
             }
+            if *stopped.borrow() {
+                return Ok(false);
+            }
             match self.publish_takeover(epoch, stopped).await? {
                 Published::At(_) => break,
                 Published::Fenced => continue,
