@@ -121,7 +121,7 @@ pub async fn verify_returning_receipts(
 ) -> BTreeMap<String, Value> {
     let mut receipts = BTreeMap::new();
     for (code, body) in &ledger.purchases {
-        let (status, again) = post_through_503(server, &format!("/purchase?code={code}")).await;
+        let (status, again) = server.post(&format!("/purchase?code={code}")).await;
         assert_eq!(status, 200, "acknowledged purchase {code} lost: {again}");
         assert_eq!(&again, body, "purchase {code} answers differently");
     }
@@ -131,7 +131,7 @@ pub async fn verify_returning_receipts(
         }
         // Buying the cart now (or replaying a purchase that was durable but
         // never acknowledged) shows which items the cart held.
-        let (status, receipt) = post_through_503(server, &format!("/purchase?code={code}")).await;
+        let (status, receipt) = server.post(&format!("/purchase?code={code}")).await;
         assert_eq!(status, 200, "acknowledged cart {code} lost: {receipt}");
         let mut held = BTreeSet::new();
         for key in ["purchased_items", "failed_items"] {
@@ -146,22 +146,6 @@ pub async fn verify_returning_receipts(
         receipts.insert(code.clone(), receipt);
     }
     receipts
-}
-
-/// POST `path`, again while the answer is 503 (nothing promised, try
-/// later: a replicated owner under load may not get the stream's
-/// confirmation in time), at most `TRIES_503` times.
-async fn post_through_503(server: &Server, path: &str) -> (u16, Value) {
-    const TRIES_503: usize = 20;
-    let mut answer = server.post(path).await;
-    for _ in 1..TRIES_503 {
-        if answer.0 != 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        answer = server.post(path).await;
-    }
-    answer
 }
 
 /// `verify_returning_receipts` with `tasks` checks in flight at once (a
