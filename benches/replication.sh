@@ -131,7 +131,7 @@ for mode in off on; do
   run "$mode" "$OUT_DIR/fixed-$mode.json" --rate "$FIXED_RATE"
   stop_server
   for q in p50 p99 p999; do
-    echo "fixed $mode ${q}_us $(grep -m1 "\"$q\":" "$OUT_DIR/fixed-$mode.json" | tr -dc '0-9')" | tee -a "$results" >&2
+    echo "fixed $mode latency_us_$q $(json_number "$OUT_DIR/fixed-$mode.json" "latency_us_$q")" | tee -a "$results" >&2
   done
 done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

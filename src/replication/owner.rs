@@ -157,7 +157,7 @@ impl Node {
                 renew_at = Instant::now() + renew_every;
             }
             let next_seq = self.applier.log_seq() + 1;
-            let durable = self.parts.wal.wait_durable_async(next_seq);
+            let durable = self.parts.wal.wait_end_durable_async(next_seq);
             if let Ok(Err(_)) = tokio::time::timeout(renew_every, durable).await {
                 // The local log failed: the service refuses writes; nothing
                 // new will become durable.

@@ -359,6 +359,12 @@ impl CommitQueue {
         DurableWait { shared: self, seq }.await
     }
 
+    /// `wait_durable_async` for a reader at the log's end: `seq` need not be
+    /// appended yet (the wait ends once it is appended and durable).
+    pub(crate) async fn wait_end_durable_async(&self, seq: u64) -> Result<(), WalError> {
+        DurableWait { shared: self, seq }.await
+    }
+
     /// `Some` once waiting for `seq` is over: it is durable, or the log failed.
     fn durable_outcome(&self, seq: u64) -> Option<Result<(), WalError>> {
         if seq <= self.durable_seq() {

@@ -117,6 +117,14 @@ impl Wal {
         self.shared.wait_durable_async(seq).await
     }
 
+    /// Completes once record `seq` is durable, appended yet or not: for a
+    /// reader that follows the log's end (the replication of its records).
+    /// Fails once the log has failed; waits for ever if nothing more is
+    /// ever appended, so a caller bounds it with a timeout.
+    pub async fn wait_end_durable_async(&self, seq: u64) -> Result<(), WalError> {
+        self.shared.wait_end_durable_async(seq).await
+    }
+
     /// Every record up to this one is durable (0: none yet).
     pub fn durable_seq(&self) -> u64 {
         self.shared.durable_seq()

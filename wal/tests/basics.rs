@@ -187,6 +187,28 @@ fn async_wait_completes_on_a_current_thread_runtime() {
 }
 
 #[test]
+fn a_reader_at_the_logs_end_waits_for_a_record_not_yet_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(Wal::open(small_config(dir.path())).unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let waiting = tokio::spawn({
+            let wal = Arc::clone(&wal);
+            async move { wal.wait_end_durable_async(1).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "nothing appended yet");
+        let seq = wal.append(&payload(1, 30)).unwrap();
+        assert_eq!(seq, 1);
+        waiting.await.unwrap().unwrap();
+        assert!(wal.durable_seq() >= 1);
+    });
+}
+
+#[test]
 fn waiting_for_an_unassigned_sequence_number_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(small_config(dir.path())).unwrap();
