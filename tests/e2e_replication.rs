@@ -112,6 +112,20 @@ async fn wait_applied(standby: &Server, seq: u64) {
     }
 }
 
+/// `standby` applies everything `owner` has written (there is some) and
+/// reports the same items sold.
+async fn assert_caught_up(owner: &Server, standby: &Server) {
+    let owner_log = owner.get("/health").await.1["log"]["durable_seq"]
+        .as_u64()
+        .unwrap();
+    assert!(owner_log > 0);
+    wait_applied(standby, owner_log).await;
+    let sale = owner.active_sale_id().await;
+    let (_, at_owner) = owner.get(&format!("/sales/{sale}")).await;
+    let (_, at_standby) = standby.get(&format!("/sales/{sale}")).await;
+    assert_eq!(at_owner["items_sold"], at_standby["items_sold"]);
+}
+
 /// Load on `server` for `duration`, every acknowledged answer in `ledger`.
 async fn load(
     server: &Server,
@@ -165,15 +179,7 @@ async fn a_standby_applies_the_owners_writes_and_refuses_its_own() {
 
     let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
     load(&owner, 1, Duration::from_secs(1), &ledger).await;
-    let owner_log = owner.get("/health").await.1["log"]["durable_seq"]
-        .as_u64()
-        .unwrap();
-    assert!(owner_log > 0);
-    wait_applied(&standby, owner_log).await;
-    let sale = owner.active_sale_id().await;
-    let (_, at_owner) = owner.get(&format!("/sales/{sale}")).await;
-    let (_, at_standby) = standby.get(&format!("/sales/{sale}")).await;
-    assert_eq!(at_owner["items_sold"], at_standby["items_sold"]);
+    assert_caught_up(&owner, &standby).await;
     assert_eq!(replication(&owner).await["role"], "owner");
     assert_eq!(replication(&standby).await["role"], "standby");
 }
@@ -196,10 +202,7 @@ async fn a_standby_restarted_after_a_clean_stop_starts_from_its_snapshot_and_fol
     } = owner_and_standby(&cluster).await;
     let ledger = Arc::new(parking_lot::Mutex::new(Ledger::default()));
     load(&owner, 1, Duration::from_millis(500), &ledger).await;
-    let owner_log = owner.get("/health").await.1["log"]["durable_seq"]
-        .as_u64()
-        .unwrap();
-    wait_applied(&standby, owner_log).await;
+    assert_caught_up(&owner, &standby).await;
     let standby_args = standby_args_of(&cluster);
     assert!(standby.terminate().success());
     let snapshots = std::fs::read_dir(standby_dir.path().join("snapshots")).unwrap();
@@ -208,14 +211,7 @@ async fn a_standby_restarted_after_a_clean_stop_starts_from_its_snapshot_and_fol
     let restarted = start_node(standby_dir.path(), &standby_args);
     wait_role(&restarted, "standby").await;
     load(&owner, 2, Duration::from_millis(300), &ledger).await;
-    let owner_log = owner.get("/health").await.1["log"]["durable_seq"]
-        .as_u64()
-        .unwrap();
-    wait_applied(&restarted, owner_log).await;
-    let sale = owner.active_sale_id().await;
-    let (_, at_owner) = owner.get(&format!("/sales/{sale}")).await;
-    let (_, at_restarted) = restarted.get(&format!("/sales/{sale}")).await;
-    assert_eq!(at_owner["items_sold"], at_restarted["items_sold"]);
+    assert_caught_up(&owner, &restarted).await;
 }
 
 /// The failover drill: each cycle loads the owner, kills it (-9) and
